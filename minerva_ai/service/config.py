@@ -1,0 +1,53 @@
+"""The service's settings, read once from the environment and validated at start."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from minerva_ai.errors import ConfigError
+
+
+def _number(name: str, default: float, minimum: float = 0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    database_url: str
+    redis_url: str
+    statement_timeout_ms: int = 5000
+    export_timeout_s: float = 3600
+    max_body_bytes: int = 10 * 1024 * 1024
+    ws_heartbeat_s: float = 15.0
+    ws_auth_timeout_s: float = 10.0
+    pool_max_size: int = 20
+
+    @classmethod
+    def from_env(cls) -> ServiceConfig:
+        database_url = os.environ.get("DATABASE_URL", "")
+        redis_url = os.environ.get("REDIS_URL", "")
+        if not database_url or not redis_url:
+            raise ConfigError(
+                "the service needs DATABASE_URL and REDIS_URL "
+                "(`minerva-ai server start` sets them, or starts embedded servers)"
+            )
+        return cls(
+            database_url=database_url,
+            redis_url=redis_url,
+            statement_timeout_ms=int(_number("MINERVA_STATEMENT_TIMEOUT_MS", 5000, 1)),
+            export_timeout_s=_number("MINERVA_EXPORT_TIMEOUT", 3600, 1),
+            max_body_bytes=int(_number("MINERVA_MAX_BODY_BYTES", 10 * 1024 * 1024, 1024)),
+            ws_heartbeat_s=_number("MINERVA_WS_HEARTBEAT", 15.0, 0.05),
+            ws_auth_timeout_s=_number("MINERVA_WS_AUTH_TIMEOUT", 10.0, 0.05),
+            pool_max_size=int(_number("MINERVA_POOL_SIZE", 20, 2)),
+        )

@@ -1,0 +1,112 @@
+"""PostgreSQL access: named queries from ``sql/queries/*.sql``, the pool, and migrations."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+from typing import Any, LiteralString, cast
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from minerva_ai.errors import MinervaError
+
+_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+_MIGRATION_LOCK = 0x6D696E657276  # pg_advisory_lock key shared by every instance
+
+Row = dict[str, Any]
+
+
+class SchemaError(MinervaError):
+    """The database schema is not the one this version expects."""
+
+    exit_code = 2
+
+
+def _sql_dir() -> Any:
+    return resources.files("minerva_ai.service") / "sql"
+
+
+@cache
+def queries() -> dict[str, sql.SQL]:
+    """Every named query, loaded once: ``queries()["list_features"]``."""
+    loaded: dict[str, sql.SQL] = {}
+    for entry in sorted(_sql_dir().joinpath("queries").iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        parts = _NAME.split(entry.read_text())
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in loaded:
+                raise RuntimeError(f"query {name!r} is defined twice")
+            loaded[name] = sql.SQL(cast(LiteralString, body.strip().rstrip(";")))
+    return loaded
+
+
+def migrations() -> list[tuple[str, str]]:
+    """The forward-only migrations, ``(version, sql)`` in order."""
+    directory = _sql_dir().joinpath("migrations")
+    found = sorted(e.name for e in directory.iterdir() if e.name.endswith(".sql"))
+    return [(name.removesuffix(".sql"), directory.joinpath(name).read_text()) for name in found]
+
+
+def schema_sql() -> str:
+    text: str = _sql_dir().joinpath("schema.sql").read_text()
+    return text
+
+
+def expected_version() -> str:
+    return migrations()[-1][0]
+
+
+def migrate(database_url: str) -> list[str]:
+    """Apply pending migrations under an advisory lock; return the versions applied."""
+    applied: list[str] = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for version, body in migrations():
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(body)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version) VALUES (%s)", (version,)
+                    )
+                applied.append(version)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+    return applied
+
+
+def check_schema(database_url: str) -> None:
+    """Raise SchemaError unless every migration this version knows has been applied."""
+    with psycopg.connect(database_url) as conn:
+        try:
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+        except psycopg.errors.UndefinedTable:
+            done = set()
+    known = [version for version, _ in migrations()]
+    missing = [v for v in known if v not in done]
+    unknown = sorted(done - set(known))
+    if unknown:
+        raise SchemaError(
+            f"the database has migrations this version does not know ({', '.join(unknown)}): "
+            "run a newer minerva-ai"
+        )
+    if missing:
+        raise SchemaError(
+            f"the database schema is behind (missing {', '.join(missing)}): "
+            "run `minerva-ai server migrate` with the same DATABASE_URL first"
+        )
+
+
+def connect(database_url: str) -> psycopg.Connection[Row]:
+    """A short-lived connection for admin commands, rows as dicts, times in UTC."""
+    return psycopg.connect(database_url, row_factory=dict_row, options="-c timezone=UTC")

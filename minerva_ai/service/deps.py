@@ -1,0 +1,100 @@
+"""Request dependencies: the app's state, the caller's identity and scope checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import Depends, Request
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from minerva_ai.service.bus import Bus
+from minerva_ai.service.config import ServiceConfig
+from minerva_ai.service.db import Row, queries
+from minerva_ai.service.errors import ApiError
+from minerva_ai.service.tokens import grants, hash_token
+
+
+@dataclass
+class AppState:
+    """What the lifespan owns: created at start, closed at shutdown, nothing at import."""
+
+    config: ServiceConfig
+    pool: AsyncConnectionPool[AsyncConnection[Row]]
+    bus: Bus
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a token of one organization, with its scopes."""
+
+    organization_id: UUID
+    organization_name: str
+    token_id: UUID | None  # None: written by the server itself (demo loader)
+    token_name: str
+    scopes: tuple[str, ...]
+
+    def require(self, scope: str) -> None:
+        if not grants(self.scopes, scope):
+            raise ApiError(403, f"this token lacks the {scope!r} scope", "forbidden",
+                           {"required_scope": scope})
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.minerva
+    return state
+
+
+StateDep = Annotated[AppState, Depends(app_state)]
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def principal_for(state: AppState, token: str | None) -> Principal:
+    """The principal a token stands for; 401 when missing, unknown or revoked."""
+    if token is None:
+        raise ApiError(401, "missing bearer token: send `Authorization: Bearer <token>`",
+                       headers={"WWW-Authenticate": "Bearer"})
+    async with state.pool.connection() as conn:
+        row = await (await conn.execute(queries()["authenticate_token"],
+                                        {"token_hash": hash_token(token)})).fetchone()
+        if row is None:
+            raise ApiError(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
+        await conn.execute(queries()["touch_token"], {"id": row["id"]})
+    return Principal(row["organization_id"], row["organization_name"], row["id"], row["name"],
+                     tuple(row["scopes"]))
+
+
+async def authenticate(request: Request, state: StateDep) -> Principal:
+    principal = await principal_for(state, bearer_token(request.headers.get("authorization")))
+    claimed = request.query_params.get("organization_id")
+    if claimed is not None and claimed not in (str(principal.organization_id),
+                                               principal.organization_name):
+        raise ApiError(403, "organization_id does not match the token's organization",
+                       "organization_mismatch")
+    return principal
+
+
+def scope(name: str) -> Any:
+    """A dependency: the caller, who must hold ``name``."""
+
+    async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        principal.require(name)
+        return principal
+
+    return Depends(dependency)
+
+
+Reader = Annotated[Principal, scope("read")]
+Writer = Annotated[Principal, scope("write")]
+Admin = Annotated[Principal, scope("admin")]
+AnyToken = Annotated[Principal, Depends(authenticate)]

@@ -1,0 +1,221 @@
+"""The settings of a feature: models, prompts, rate limits and monitoring, validated.
+
+``validate_sections`` returns the normalised sections or a list of problems, each naming
+its field by dotted path (``models.definitions.main.provider``), so that a user sees
+every bad field of a file at once.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+SECTIONS = ("models", "prompts", "rate_limits", "monitoring")
+
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")]
+Duration = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*(s|m|h|d)$")]
+HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/?#]+[^\s]*$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Parameters(BaseModel):
+    """Generation parameters; known ones are range-checked, others pass through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, gt=0)
+    stop: list[str] | None = None
+
+
+class OpenAIModel(_Strict):
+    provider: Literal["openai"]
+    model: Annotated[str, StringConstraints(min_length=1)]
+    base_url: HttpUrl | None = None
+    api_key_env: EnvName = "OPENAI_API_KEY"
+    timeout_s: float = Field(default=30, gt=0, le=600)
+    parameters: Parameters = Field(default_factory=Parameters)
+
+
+class AnthropicModel(_Strict):
+    provider: Literal["anthropic"]
+    model: Annotated[str, StringConstraints(min_length=1)]
+    base_url: HttpUrl | None = None
+    api_key_env: EnvName = "ANTHROPIC_API_KEY"
+    timeout_s: float = Field(default=30, gt=0, le=600)
+    parameters: Parameters = Field(default_factory=Parameters)
+
+
+class SimulatorModel(_Strict):
+    """A model that answers locally: for demos, tests and load tests."""
+
+    provider: Literal["simulator"]
+    latency_ms: float = Field(default=100, ge=0, le=600_000)
+    error_rate: float = Field(default=0, ge=0, le=1)
+    output: str | None = None
+    parameters: Parameters = Field(default_factory=Parameters)
+
+
+ModelDefinition = Annotated[
+    OpenAIModel | AnthropicModel | SimulatorModel, Field(discriminator="provider")
+]
+
+
+class Models(_Strict):
+    primary: Name | None = None
+    fallbacks: list[Name] = Field(default_factory=list)
+    definitions: dict[Name, ModelDefinition] = Field(default_factory=dict)
+
+
+class Prompt(_Strict):
+    template: Annotated[str, StringConstraints(min_length=1)]
+    description: str | None = None
+
+
+class RateLimits(_Strict):
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    cost_per_day: float | None = Field(default=None, gt=0)
+
+
+class AlertRule(_Strict):
+    name: Name
+    metric: Literal["error_rate", "response_time", "success_rate", "uptime", "cost", "tokens"]
+    operator: Literal[">", ">=", "<", "<="]
+    threshold: float
+    warning_threshold: float | None = None
+    window: Duration = "5m"
+    for_: Duration | None = Field(default=None, alias="for")
+    severity: Literal["info", "warning", "critical"] = "warning"
+
+
+class Monitoring(_Strict):
+    alert_rules: list[AlertRule] = Field(default_factory=list)
+
+
+_SECTION_TYPES: dict[str, TypeAdapter[Any]] = {
+    "models": TypeAdapter(Models),
+    "prompts": TypeAdapter(dict[Name, Prompt]),
+    "rate_limits": TypeAdapter(RateLimits),
+    "monitoring": TypeAdapter(Monitoring),
+}
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+Problem = dict[str, str]
+
+
+def _path(section: str, loc: tuple[int | str, ...]) -> str:
+    parts = [section]
+    for i, part in enumerate(loc):
+        # A discriminated union adds the tag ("openai") to the location: drop it.
+        if i > 0 and loc[i - 1] != "definitions" and part in ("openai", "anthropic", "simulator"):
+            continue
+        parts.append(f"[{part}]" if isinstance(part, int) else str(part))
+    return ".".join(parts).replace(".[", "[")
+
+
+def template_problem(template: str) -> str | None:
+    """Why a prompt template is malformed, or None: ``{{ name }}`` placeholders only."""
+    rest = _PLACEHOLDER.sub("", template)
+    if "{{" in rest or "}}" in rest:
+        return "unbalanced or malformed {{ }} placeholder (use {{ variable_name }})"
+    return None
+
+
+def template_variables(template: str) -> list[str]:
+    return list(dict.fromkeys(_PLACEHOLDER.findall(template)))
+
+
+def _cross_checks(section: str, value: dict[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    if section == "models":
+        names = set(value["definitions"])
+        primary = value.get("primary")
+        if primary is not None and primary not in names:
+            problems.append({"field": "models.primary",
+                             "message": f"{primary!r} is not one of models.definitions"})
+        seen: set[str] = set()
+        for i, name in enumerate(value["fallbacks"]):
+            where = f"models.fallbacks[{i}]"
+            if name not in names:
+                problems.append({"field": where,
+                                 "message": f"{name!r} is not one of models.definitions"})
+            elif name == primary:
+                problems.append({"field": where, "message": "the primary model is not a fallback"})
+            elif name in seen:
+                problems.append({"field": where, "message": f"{name!r} is listed twice"})
+            seen.add(name)
+        if value["fallbacks"] and primary is None:
+            problems.append({"field": "models.primary",
+                             "message": "fallbacks need a primary model"})
+    elif section == "prompts":
+        for name, prompt in value.items():
+            why = template_problem(prompt["template"])
+            if why:
+                problems.append({"field": f"prompts.{name}.template", "message": why})
+    elif section == "monitoring":
+        seen_rules: set[str] = set()
+        for i, rule in enumerate(value["alert_rules"]):
+            where = f"monitoring.alert_rules[{i}]"
+            if rule["name"] in seen_rules:
+                problems.append({"field": f"{where}.name",
+                                 "message": f"rule name {rule['name']!r} is used twice"})
+            seen_rules.add(rule["name"])
+            warning = rule.get("warning_threshold")
+            if warning is None:
+                continue
+            fires_above = rule["operator"] in (">", ">=")
+            if (fires_above and warning >= rule["threshold"]) or (
+                not fires_above and warning <= rule["threshold"]
+            ):
+                side = "below" if fires_above else "above"
+                problems.append({
+                    "field": f"{where}.warning_threshold",
+                    "message": f"must be {side} threshold ({rule['threshold']}) "
+                    f"for operator {rule['operator']!r}",
+                })
+    return problems
+
+
+def validate_sections(raw: Any) -> tuple[dict[str, Any], list[Problem]]:
+    """Validate the sections present in ``raw``; return them normalised, and the problems."""
+    if not isinstance(raw, dict):
+        return {}, [{"field": "settings", "message": "must be an object of sections"}]
+    clean: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for section, value in raw.items():
+        adapter = _SECTION_TYPES.get(section)
+        if adapter is None:
+            problems.append({"field": str(section),
+                             "message": f"unknown section (allowed: {', '.join(SECTIONS)})"})
+            continue
+        try:
+            parsed = adapter.validate_python(value)
+        except PydanticValidationError as exc:
+            for err in exc.errors(include_url=False):
+                field = _path(section, err["loc"])
+                if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                    field += ".provider"
+                problems.append({"field": field, "message": err["msg"]})
+            continue
+        dumped = adapter.dump_python(parsed, mode="json", by_alias=True, exclude_none=True)
+        problems.extend(_cross_checks(section, dumped))
+        clean[section] = dumped
+    return clean, problems
+
+
+def empty_settings() -> dict[str, Any]:
+    """The settings of a new feature: every section present and empty."""
+    clean, _ = validate_sections(
+        {"models": {}, "prompts": {}, "rate_limits": {}, "monitoring": {}}
+    )
+    return clean

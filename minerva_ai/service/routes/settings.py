@@ -1,0 +1,137 @@
+"""A feature's versioned settings: read (with ETag), write on a base version, history, rollback."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request
+from starlette.responses import Response
+
+from minerva_ai.service import store
+from minerva_ai.service.deps import AppState, Principal, Reader, StateDep, Writer
+from minerva_ai.service.errors import ApiError
+from minerva_ai.service.feature_settings import validate_sections
+from minerva_ai.service.responses import JSONResponse, ok, page
+
+router = APIRouter(tags=["settings"])
+
+_ETAG = re.compile(r'^(?:W/)?"?v?(\d+)"?$')
+
+
+def etag(version: int) -> str:
+    return f'"v{version}"'
+
+
+def _version_from_etag(value: str) -> int:
+    match = _ETAG.match(value.strip())
+    if match is None:
+        raise ApiError(400, f'If-Match {value!r} is not a settings version (expected "v3")',
+                       "bad_request")
+    return int(match.group(1))
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}", "bad_request") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object", "bad_request")
+    return body
+
+
+def _base_version(body: dict[str, Any], if_match: str | None) -> int:
+    version = body.get("version")
+    if version is None and if_match is not None:
+        return _version_from_etag(if_match)
+    if version is None:
+        raise ApiError(428, "say which version your change is based on: `version` in the body "
+                       'or an If-Match: "v<version>" header', "precondition_required")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ApiError(422, "version must be a positive integer",
+                       details=[{"field": "version", "message": "must be a positive integer"}])
+    return version
+
+
+async def _publish(state: AppState, feature: dict[str, Any], view: dict[str, Any]) -> None:
+    await state.bus.publish(f"settings:{feature['id']}", {**view, "feature": feature["name"]})
+
+
+async def _write(state: AppState, principal: Principal, feature_ref: str, base: int,
+                 sections: dict[str, Any], rollback_of: int | None = None) -> JSONResponse:
+    async with state.pool.connection() as conn:
+        feature = await store.get_feature(conn, principal.organization_id, feature_ref)
+        row = await store.write_settings(conn, principal, feature, base, sections, rollback_of)
+    view = store.settings_view(row)
+    await _publish(state, feature, view)
+    return ok(view, headers={"ETag": etag(row["version"])})
+
+
+@router.get("/features/{feature}/settings")
+async def settings_get(state: StateDep, principal: Reader, feature: str,
+                       if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    async with state.pool.connection() as conn:
+        row = await store.get_feature(conn, principal.organization_id, feature)
+        if if_none_match is not None and if_none_match.strip() == etag(row["settings_version"]):
+            return Response(status_code=304, headers={"ETag": etag(row["settings_version"])})
+        settings = await store.get_settings(conn, row["id"], row["settings_version"])
+    return ok(store.settings_view(settings), headers={"ETag": etag(settings["version"])})
+
+
+@router.put("/features/{feature}/settings")
+async def settings_put(request: Request, state: StateDep, principal: Writer, feature: str,
+                       if_match: Annotated[str | None, Header()] = None) -> JSONResponse:
+    """Replace the sections the body names; sections it leaves out are kept."""
+    body = await _json_body(request)
+    unknown = sorted(set(body) - {"version", "settings"})
+    if unknown:
+        raise ApiError(422, f"unknown field {', '.join(unknown)}", details=[
+            {"field": name, "message": "unknown field (allowed: version, settings)"}
+            for name in unknown])
+    base = _base_version(body, if_match)
+    sections, problems = validate_sections(body.get("settings", {}))
+    if problems:
+        message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        raise ApiError(422, f"invalid settings: {message}", details=problems)
+    return await _write(state, principal, feature, base, sections)
+
+
+@router.get("/features/{feature}/settings/history")
+async def settings_history(
+    state: StateDep, principal: Reader, feature: str,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None,
+) -> JSONResponse:
+    async with state.pool.connection() as conn:
+        row = await store.get_feature(conn, principal.organization_id, feature)
+        items, next_cursor = await store.settings_history(conn, row["id"], cursor, limit)
+    return page(items, next_cursor)
+
+
+@router.get("/features/{feature}/settings/versions/{version}")
+async def settings_version(state: StateDep, principal: Reader, feature: str,
+                           version: int) -> JSONResponse:
+    async with state.pool.connection() as conn:
+        row = await store.get_feature(conn, principal.organization_id, feature)
+        settings = await store.get_settings(conn, row["id"], version)
+    return ok(store.settings_view(settings), headers={"ETag": etag(settings["version"])})
+
+
+@router.post("/features/{feature}/settings/rollback")
+async def settings_rollback(request: Request, state: StateDep, principal: Writer,
+                            feature: str) -> JSONResponse:
+    """Create a new version equal to an old one (history is never rewritten)."""
+    body = await _json_body(request)
+    target = body.get("version")
+    if not isinstance(target, int) or isinstance(target, bool) or target < 1:
+        raise ApiError(422, "version (the one to roll back to) must be a positive integer",
+                       details=[{"field": "version", "message": "must be a positive integer"}])
+    async with state.pool.connection() as conn:
+        row = await store.get_feature(conn, principal.organization_id, feature)
+        old = await store.get_settings(conn, row["id"], target)
+    base = body.get("base_version", row["settings_version"])
+    if not isinstance(base, int) or isinstance(base, bool):
+        raise ApiError(422, "base_version must be an integer",
+                       details=[{"field": "base_version", "message": "must be an integer"}])
+    return await _write(state, principal, feature, base, old["settings"], rollback_of=target)

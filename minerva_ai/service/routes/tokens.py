@@ -1,0 +1,55 @@
+"""API tokens of the caller's organization, and who the caller is."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from minerva_ai.service import store
+from minerva_ai.service.deps import Admin, AnyToken, StateDep
+from minerva_ai.service.responses import JSONResponse, ok, page
+
+router = APIRouter(tags=["auth"])
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    scopes: list[str] = Field(default=["read"], min_length=1)
+
+
+@router.get("/auth/whoami")
+async def whoami(state: StateDep, principal: AnyToken) -> JSONResponse:
+    async with state.pool.connection() as conn:
+        tokens = await store.list_tokens(conn, principal.organization_id)
+    token = next(t for t in tokens if t["id"] == principal.token_id)
+    return ok({
+        "organization": {"id": principal.organization_id, "name": principal.organization_name},
+        "token": token,
+    })
+
+
+@router.get("/tokens")
+async def tokens_list(state: StateDep, principal: Admin) -> JSONResponse:
+    async with state.pool.connection() as conn:
+        tokens = await store.list_tokens(conn, principal.organization_id)
+    return page(tokens, None)
+
+
+@router.post("/tokens", status_code=201)
+async def tokens_create(state: StateDep, principal: Admin, body: TokenCreate) -> JSONResponse:
+    scopes = list(dict.fromkeys(body.scopes))
+    async with state.pool.connection() as conn:
+        token = await store.create_token(conn, principal.organization_id,
+                                         body.name or f"{'+'.join(scopes)} token", scopes)
+    return ok(token, 201)
+
+
+@router.delete("/tokens/{token_id}")
+async def tokens_revoke(state: StateDep, principal: Admin, token_id: str) -> JSONResponse:
+    async with state.pool.connection() as conn:
+        row = await store.revoke_token(conn, principal.organization_id, token_id)
+    return ok({"id": row["id"], "revoked": True, "revoked_at": row["revoked_at"]})

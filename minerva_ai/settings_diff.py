@@ -1,0 +1,85 @@
+"""Differences between two settings documents: computed, and rendered one change per line.
+
+Standard library only, so the service (history diffs) and the CLI share one definition.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+_GREEN, _RED, _YELLOW, _RESET = "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[0m"
+_SIGNS = {"add": ("+", _GREEN), "remove": ("-", _RED), "change": ("~", _YELLOW)}
+
+
+def _key_path(prefix: str, key: str) -> str:
+    if _PLAIN_KEY.match(key):
+        return f"{prefix}.{key}" if prefix else key
+    return f"{prefix}[{json.dumps(key)}]"
+
+
+def _walk(old: Any, new: Any, path: str, out: list[dict[str, Any]]) -> None:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for key in sorted(set(old) | set(new), key=str):
+            child = _key_path(path, str(key))
+            if key not in new:
+                out.append({"path": child, "op": "remove", "old": old[key], "new": None})
+            elif key not in old:
+                out.append({"path": child, "op": "add", "old": None, "new": new[key]})
+            else:
+                _walk(old[key], new[key], child, out)
+        return
+    if _is_list(old) and _is_list(new):
+        for index in range(max(len(old), len(new))):
+            child = f"{path}[{index}]"
+            if index >= len(new):
+                out.append({"path": child, "op": "remove", "old": old[index], "new": None})
+            elif index >= len(old):
+                out.append({"path": child, "op": "add", "old": None, "new": new[index]})
+            else:
+                _walk(old[index], new[index], child, out)
+        return
+    if old != new or type(old) is not type(new):
+        out.append({"path": path, "op": "change", "old": old, "new": new})
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+
+
+def diff_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every difference from ``old`` to ``new`` as ``{"path", "op", "old", "new"}``.
+
+    Mappings are compared key by key (sorted), lists index by index; ``op`` is ``add``,
+    ``remove`` or ``change``. Paths read ``models.definitions.main.model`` and
+    ``monitoring.alert_rules[0].threshold``; keys that are not plain words are quoted
+    (``prompts["a.b"]``). ``old`` is ``None`` for an add, ``new`` for a remove.
+    """
+    changes: list[dict[str, Any]] = []
+    _walk(old, new, "", changes)
+    return changes
+
+
+def format_value(value: Any) -> str:
+    """A value as compact JSON, the way a diff line shows it."""
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
+
+
+def render_diff(changes: Sequence[Mapping[str, Any]], *, color: bool = False) -> str:
+    """One line per change: ``+ path: new``, ``- path: old``, ``~ path: old -> new``."""
+    lines = []
+    for change in changes:
+        sign, ansi = _SIGNS[change["op"]]
+        if change["op"] == "add":
+            body = format_value(change["new"])
+        elif change["op"] == "remove":
+            body = format_value(change["old"])
+        else:
+            body = f"{format_value(change['old'])} -> {format_value(change['new'])}"
+        line = f"{sign} {change['path']}: {body}"
+        lines.append(f"{ansi}{line}{_RESET}" if color else line)
+    return "\n".join(lines)
