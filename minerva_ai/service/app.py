@@ -23,6 +23,13 @@ from minerva_ai.service.routes import features, health, settings, tokens, websoc
 API_PREFIX = "/api/platform/ai-management"
 
 
+def _size(limit: int) -> str:
+    for unit, factor in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if limit >= factor and limit % factor == 0:
+            return f"{limit // factor} {unit}"
+    return f"{limit} bytes"
+
+
 class BodyLimit:
     """Refuse bodies over the limit with 413 before a handler reads them whole."""
 
@@ -31,9 +38,9 @@ class BodyLimit:
         self.limit = limit
 
     def _too_large(self) -> JSONResponse:
-        mib = self.limit / (1024 * 1024)
         return JSONResponse(error_body(
-            "payload_too_large", f"request bodies are limited to {mib:g} MiB ({self.limit} bytes)"
+            "payload_too_large",
+            f"request bodies are limited to {_size(self.limit)} ({self.limit} bytes)",
         ), 413)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -45,18 +52,32 @@ class BodyLimit:
             await self._too_large()(scope, receive, send)
             return
         received = 0
+        too_large = started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.limit:
+                too_large = True
                 raise _BodyTooLarge
             return message
 
+        async def guarded_send(message: Message) -> None:
+            # FastAPI turns a failed body read into its own 400: once the body has run
+            # over, whatever the app answers is replaced by the 413.
+            nonlocal started
+            if too_large and not started:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not too_large or started:
+                raise
+        if too_large and not started:
             await self._too_large()(scope, receive, send)
 
 

@@ -57,10 +57,15 @@ class Bus:
         )
         self._subscribers: dict[str, set[Subscription]] = defaultdict(set)
         self._listener: asyncio.Task[None] | None = None
+        self._first_attempt = asyncio.Event()
         self.connected = False
 
-    async def start(self) -> None:
+    async def start(self, timeout: float = 5.0) -> None:
+        """Start listening; return once subscribed (or once Redis has refused, or timeout),
+        so that an instance that says it has started misses no event published after."""
         self._listener = asyncio.create_task(self._listen(), name="bus-listener")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_attempt.wait(), timeout)
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -112,6 +117,7 @@ class Bus:
                 if self.connected:
                     log.warning("lost Redis pub/sub, retrying: %s", exc)
                 self.connected = False
+                self._first_attempt.set()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             else:
@@ -120,7 +126,13 @@ class Bus:
     async def _listen_once(self) -> None:
         async with self._listen_redis.pubsub() as pubsub:
             await pubsub.psubscribe(PREFIX + "*")
+            # Once Redis confirms, every later publish reaches this instance.
+            while True:
+                confirmation = await pubsub.get_message(timeout=None)
+                if confirmation is not None and confirmation["type"] == "psubscribe":
+                    break
             self.connected = True
+            self._first_attempt.set()
             async for message in self._messages(pubsub):
                 topic = message["channel"].decode().removeprefix(PREFIX)
                 if topic in self._subscribers:

@@ -42,7 +42,8 @@ class Principal:
                            {"required_scope": scope})
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a hop per request.
     state: AppState = request.app.state.minerva
     return state
 

@@ -45,6 +45,8 @@ def _location(loc: tuple[Any, ...]) -> str:
     where = {"query": "query parameter ", "path": "path parameter ", "header": "header "}
     prefix = where.get(str(loc[0]), "") if loc else ""
     rest = [str(p) for p in loc[1:]] if loc and loc[0] in (*where, "body") else list(map(str, loc))
+    if not rest:  # the whole body (or a whole group) is what is wrong
+        return str(loc[0]) if loc else "body"
     return prefix + ".".join(rest)
 
 
@@ -55,10 +57,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _respond(ApiError(exc.status_code, str(exc.detail)))
+        headers = dict(exc.headers) if exc.headers else None
+        return _respond(ApiError(exc.status_code, str(exc.detail), headers=headers))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            return _respond(ApiError(400, "the body is not valid JSON", "bad_request"))
         problems = [{"field": _location(tuple(e["loc"])), "message": e["msg"]}
                     for e in exc.errors()]
         status = 422 if any(e["loc"] and e["loc"][0] == "body" for e in exc.errors()) else 400

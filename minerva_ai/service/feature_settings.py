@@ -22,13 +22,14 @@ HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/?#]+[^\s]*$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # strict: "100" or true where a number belongs is a wrong type, not a value to coerce.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
 
 class Parameters(BaseModel):
     """Generation parameters; known ones are range-checked, others pass through."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)

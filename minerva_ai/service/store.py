@@ -25,13 +25,21 @@ def encode_cursor(position: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(position)).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, key: str) -> Any:
-    """The position a cursor names, or None for the first page; 400 when malformed."""
+def decode_cursor(cursor: str | None, key: str, kind: type[Any] = object) -> Any:
+    """The position a cursor names, or None for the first page; 400 when malformed.
+
+    A position that is not a ``kind`` (or an int outside bigint) is malformed too, so a
+    forged cursor never reaches SQL as the wrong type.
+    """
     if cursor is None:
         return None
     try:
-        value = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return value[key]
+        value = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))[key]
+        if value is None or isinstance(value, bool) or not isinstance(value, kind):
+            raise TypeError(key)
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            raise ValueError(key)
+        return value
     except (binascii.Error, ValueError, KeyError, TypeError):
         raise ApiError(400, "cursor is not one this endpoint issued", "bad_request",
                        [{"field": "query parameter cursor", "message": "malformed cursor"}]
@@ -49,7 +57,7 @@ async def list_features(conn: Conn, org_id: UUID, *, status: str | None, search:
                         cursor: str | None, limit: int) -> tuple[list[Row], str | None]:
     rows = await (await conn.execute(queries()["list_features"], {
         "organization_id": org_id, "status": status, "search": search or None,
-        "after_name": decode_cursor(cursor, "n"), "limit": limit + 1,
+        "after_name": decode_cursor(cursor, "n", str), "limit": limit + 1,
     })).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
@@ -158,7 +166,7 @@ async def write_settings(conn: Conn, principal: Principal, feature: Row, base_ve
 async def settings_history(conn: Conn, feature_id: UUID, cursor: str | None,
                            limit: int) -> tuple[list[dict[str, Any]], str | None]:
     rows = await (await conn.execute(queries()["settings_history"], {
-        "feature_id": feature_id, "before_version": decode_cursor(cursor, "v"),
+        "feature_id": feature_id, "before_version": decode_cursor(cursor, "v", int),
         "limit": limit + 1,
     })).fetchall()
     more = len(rows) > limit

@@ -24,6 +24,14 @@ def etag(version: int) -> str:
     return f'"v{version}"'
 
 
+def _none_match(header: str, version: int) -> bool:
+    """Whether If-None-Match names this version: a list, weak tags (a proxy that compresses
+    weakens ETags) and ``*`` all count, as RFC 9110 says."""
+    current = etag(version)
+    return any(tag.strip() == "*" or tag.strip().removeprefix("W/") == current
+               for tag in header.split(","))
+
+
 def _version_from_etag(value: str) -> int:
     match = _ETAG.match(value.strip())
     if match is None:
@@ -74,7 +82,7 @@ async def settings_get(state: StateDep, principal: Reader, feature: str,
                        if_none_match: Annotated[str | None, Header()] = None) -> Response:
     async with state.pool.connection() as conn:
         row = await store.get_feature(conn, principal.organization_id, feature)
-        if if_none_match is not None and if_none_match.strip() == etag(row["settings_version"]):
+        if if_none_match is not None and _none_match(if_none_match, row["settings_version"]):
             return Response(status_code=304, headers={"ETag": etag(row["settings_version"])})
         settings = await store.get_settings(conn, row["id"], row["settings_version"])
     return ok(store.settings_view(settings), headers={"ETag": etag(settings["version"])})

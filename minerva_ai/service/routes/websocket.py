@@ -26,6 +26,7 @@ router = APIRouter(tags=["realtime"])
 CHANNELS = ("settings",)
 LATER_CHANNELS = ("logs", "metrics", "alerts")
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_POLICY = 1008
 MAX_MESSAGE_BYTES = 64 * 1024
 
 
@@ -103,12 +104,20 @@ class Session:
     async def _reader(self) -> None:
         while True:
             try:
-                text = await self.ws.receive_text()
+                received = await self.ws.receive()
             except (WebSocketDisconnect, RuntimeError):
                 return
-            if len(text) > MAX_MESSAGE_BYTES:
-                self.error("bad_message", f"messages are limited to {MAX_MESSAGE_BYTES} bytes")
+            if received["type"] == "websocket.disconnect":
+                return
+            text = received.get("text")
+            if text is None:
+                self.error("bad_message", "messages are JSON text frames, not binary ones")
                 continue
+            if len(text.encode()) > MAX_MESSAGE_BYTES:
+                self.error("bad_message", f"messages are limited to {MAX_MESSAGE_BYTES} bytes")
+                with contextlib.suppress(RuntimeError):
+                    await self._flush_and_close(CLOSE_POLICY)
+                return
             try:
                 message = orjson.loads(text)
                 kind, data = message["type"], message.get("data") or {}

@@ -19,6 +19,6 @@ WHERE feature_id = %(feature_id)s AND version = %(version)s;
 SELECT version, created_at, author_token_id, author_name, diff, rollback_of
 FROM feature_settings
 WHERE feature_id = %(feature_id)s
-  AND (%(before_version)s::int IS NULL OR version < %(before_version)s)
+  AND (%(before_version)s::bigint IS NULL OR version < %(before_version)s)
 ORDER BY version DESC
 LIMIT %(limit)s;

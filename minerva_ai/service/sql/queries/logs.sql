@@ -1,0 +1,78 @@
+-- name: log_columns
+SELECT l.seq, l.client_id AS id, l."timestamp", l.level, l.message, l.source,
+       f.name AS feature, l.feature_id, l.request_id, l.model, l.latency_ms, l.tokens_in,
+       l.tokens_out, l.cost, l.status, l.attributes, l.committed_at
+FROM logs l LEFT JOIN features f ON f.id = l.feature_id
+
+-- name: export_columns
+SELECT l.client_id AS id,
+       to_char(l."timestamp" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "timestamp",
+       l.level, l.message, l.source, f.name AS feature, l.request_id, l.model, l.latency_ms,
+       l.tokens_in, l.tokens_out, l.cost, l.status, l.attributes, l.seq::text AS cursor,
+       to_char(l.committed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS committed_at
+FROM logs l LEFT JOIN features f ON f.id = l.feature_id
+
+-- name: create_log_staging
+CREATE TEMP TABLE IF NOT EXISTS log_staging (
+    ord integer NOT NULL,
+    organization_id uuid NOT NULL,
+    feature_id uuid NOT NULL,
+    client_id text NOT NULL,
+    "timestamp" timestamptz NOT NULL,
+    level text NOT NULL,
+    message text NOT NULL,
+    source text NOT NULL,
+    request_id text,
+    model text,
+    latency_ms double precision,
+    tokens_in integer,
+    tokens_out integer,
+    cost double precision,
+    status text,
+    attributes jsonb
+)
+
+-- name: copy_log_staging
+COPY log_staging (ord, organization_id, feature_id, client_id, "timestamp", level, message,
+                  source, request_id, model, latency_ms, tokens_in, tokens_out, cost, status,
+                  attributes) FROM STDIN
+
+-- name: lock_org_log_commits
+SELECT pg_advisory_xact_lock(1835626101, hashtext(%(organization_id)s::text))
+
+-- name: insert_logs_from_staging
+INSERT INTO logs (organization_id, feature_id, seq, client_id, "timestamp", committed_at,
+                  level, message, source, request_id, model, latency_ms, tokens_in,
+                  tokens_out, cost, status, attributes)
+SELECT s.organization_id, s.feature_id, nextval('log_seq'), s.client_id, s."timestamp",
+       clock_timestamp(), s.level, s.message, s.source, s.request_id, s.model, s.latency_ms,
+       s.tokens_in, s.tokens_out, s.cost, s.status, s.attributes
+FROM (SELECT * FROM log_staging ORDER BY ord) s
+ON CONFLICT DO NOTHING
+RETURNING seq
+
+-- name: ensure_log_partition
+SELECT minerva_log_partition(%(day)s::date)
+
+-- name: lock_log_partitions
+SELECT pg_advisory_xact_lock(1835626102)
+
+-- name: try_lock_log_maintenance
+SELECT pg_try_advisory_xact_lock(1835626103) AS locked
+
+-- name: list_log_partitions
+SELECT c.relname AS name
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'logs'::regclass
+ORDER BY c.relname
+
+-- name: features_by_ref
+SELECT id, name FROM features
+WHERE organization_id = %(organization_id)s
+  AND (name = ANY(%(names)s) OR id = ANY(%(ids)s::uuid[]))
+
+-- name: max_log_seq
+SELECT coalesce(max(seq), 0) AS seq FROM logs WHERE organization_id = %(organization_id)s
+
+-- name: expired_log_seq
+SELECT max_seq, before FROM log_expired WHERE organization_id = %(organization_id)s

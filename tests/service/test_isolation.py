@@ -1,0 +1,292 @@
+"""Organizations and scopes on every endpoint: another organization's feature is a 404,
+an organization_id that is not the token's is a 403, and each scope allows only its own."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from minerva_ai.service.app import API_PREFIX, create_app
+from tests.conftest import LiveService
+from tests.service.conftest import (
+    Org,
+    assert_error,
+    create_feature,
+    expect,
+    new_org,
+    send,
+    ws_open,
+)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str  # {feature}, {version} and {token_id} are filled in per test
+    scope: str  # the scope it needs
+    body: Any = None
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+    def call(
+        self,
+        http: httpx.Client,
+        feature: str = "tagger",
+        token_id: str = "",
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        fields = {"feature": feature, "token_id": token_id, "version": 1}
+        body = self.body
+        if isinstance(body, dict):  # "{feature}-copy": a name of the test's own
+            body = {k: v.format(**fields) if isinstance(v, str) else v for k, v in body.items()}
+        return http.request(self.method, self.path.format(**fields), json=body, params=params)
+
+
+SETTINGS = {"version": 2, "settings": {"rate_limits": {"cost_per_day": 1}}}
+
+FEATURE_ENDPOINTS = [
+    Endpoint("GET", "/features/{feature}", "read"),
+    Endpoint("PATCH", "/features/{feature}", "write", {"status": "inactive"}),
+    Endpoint("DELETE", "/features/{feature}", "write"),
+    Endpoint("GET", "/features/{feature}/settings", "read"),
+    Endpoint("PUT", "/features/{feature}/settings", "write", SETTINGS),
+    Endpoint("GET", "/features/{feature}/settings/history", "read"),
+    Endpoint("GET", "/features/{feature}/settings/versions/{version}", "read"),
+    Endpoint("POST", "/features/{feature}/settings/rollback", "write", {"version": 1}),
+]
+OTHER_ENDPOINTS = [
+    Endpoint("GET", "/features", "read"),
+    Endpoint("POST", "/features", "write", {"name": "{feature}-copy"}),
+    Endpoint("GET", "/auth/whoami", "any"),
+    Endpoint("GET", "/tokens", "admin"),
+    Endpoint("POST", "/tokens", "admin", {"scopes": ["read"]}),
+    Endpoint("DELETE", "/tokens/{token_id}", "admin"),
+]
+ENDPOINTS = FEATURE_ENDPOINTS + OTHER_ENDPOINTS
+
+
+def test_the_matrix_covers_every_endpoint_of_the_service(shared_service: LiveService) -> None:
+    paths = create_app(shared_service.config).openapi()["paths"]
+    served = {
+        f"{method.upper()} {path.removeprefix(API_PREFIX)}"
+        for path, operations in paths.items()
+        if path.startswith(API_PREFIX)
+        for method in operations
+    }
+    covered = {str(e) for e in ENDPOINTS}
+    assert served == covered, (
+        "add new endpoints to the isolation and scope matrix in tests/service/test_isolation.py"
+    )
+
+
+@dataclass
+class World:
+    """Organizations "mine" and "theirs", each with a feature "tagger" at settings version 2,
+    and "outsider" with no feature; shared by the module's tests, which change nothing of
+    it (they assert so) or only what they create for themselves."""
+
+    mine: Org
+    theirs: Org
+    outsider: Org
+    my_feature: dict[str, Any]
+    their_feature: dict[str, Any]
+    my_token_id: str
+    tokens: dict[str, str]  # a token of mine per scope
+
+    def token_of(self, scope: str) -> str:
+        if scope not in self.tokens:
+            with self.mine.client() as http:
+                response = http.post("/tokens", json={"scopes": [scope]})
+            self.tokens[scope] = response.json()["data"]["token"]
+        return self.tokens[scope]
+
+
+def tagger_at_v2(http: httpx.Client, name: str = "tagger") -> dict[str, Any]:
+    feature = create_feature(http, name)
+    settings = {"version": 1, "settings": {"prompts": {"p": {"template": name}}}}
+    assert http.put(f"/features/{name}/settings", json=settings).status_code == 200
+    return feature
+
+
+@pytest.fixture(scope="module")
+def world(shared_service: LiveService) -> World:
+    mine, theirs = new_org(shared_service), new_org(shared_service)
+    with mine.client() as http:
+        my_feature = tagger_at_v2(http)
+        create_feature(http, "mine-only", description="unique-marker")
+        token_id = http.get("/auth/whoami").json()["data"]["token"]["id"]
+    with theirs.client() as http:
+        their_feature = tagger_at_v2(http)
+    return World(mine, theirs, new_org(shared_service), my_feature, their_feature, token_id, {})
+
+
+def snapshot(org: Org) -> dict[str, Any]:
+    """Everything of an organization an endpoint could change."""
+    with org.client() as http:
+        features = http.get("/features").json()["data"]
+        settings = {
+            f["name"]: http.get(f"/features/{f['id']}/settings/history").json()["data"]
+            for f in features
+        }
+        tokens = [
+            (t["id"], t["name"], t["scopes"], t["revoked_at"])
+            for t in http.get("/tokens").json()["data"]
+        ]  # last use aside
+    return {"features": features, "settings": settings, "tokens": tokens}
+
+
+@pytest.mark.parametrize("endpoint", FEATURE_ENDPOINTS, ids=str)
+@pytest.mark.parametrize("by", ["id", "name"])
+def test_another_organizations_feature_is_404(world: World, endpoint: Endpoint, by: str) -> None:
+    # By id from "theirs", which has a "tagger" of its own; by name from "outsider".
+    caller = world.theirs if by == "id" else world.outsider
+    ref = world.my_feature["id"] if by == "id" else "tagger"
+    unknown = "00000000-0000-0000-0000-000000000000" if by == "id" else "ghost"
+    before = snapshot(world.mine)
+    with caller.client() as http:
+        error = assert_error(endpoint.call(http, ref), 404, "not_found")
+        ghost = assert_error(endpoint.call(http, unknown), 404, "not_found")
+    # indistinguishable from a feature that does not exist at all
+    assert error["message"].replace(ref, unknown) == ghost["message"]
+    assert error["details"] == ghost["details"]
+    assert snapshot(world.mine) == before
+
+
+@pytest.mark.parametrize("endpoint", [e for e in FEATURE_ENDPOINTS if e.scope == "write"], ids=str)
+def test_a_name_means_the_callers_own_feature(world: World, endpoint: Endpoint) -> None:
+    other = new_org(world.mine.service)
+    with other.client() as http:
+        tagger_at_v2(http)
+    before = snapshot(world.mine)
+    with other.client() as http:
+        response = endpoint.call(http, "tagger")
+    assert response.status_code == 200, response.text
+    assert snapshot(world.mine) == before
+
+
+def test_lists_and_search_show_only_the_callers_features(world: World) -> None:
+    with world.theirs.client() as http:
+        listed = http.get("/features").json()
+        assert [f["id"] for f in listed["data"]] == [world.their_feature["id"]]
+        assert listed["count"] == 1
+        assert http.get("/features", params={"search": "unique-marker"}).json()["data"] == []
+    with world.mine.client() as http:
+        found = http.get("/features", params={"search": "unique-marker"}).json()["data"]
+        assert [f["name"] for f in found] == ["mine-only"]
+
+
+def test_tokens_are_listed_and_revoked_only_in_their_organization(world: World) -> None:
+    with world.theirs.client() as http:
+        theirs = http.get("/tokens").json()["data"]
+        assert world.my_token_id not in {t["id"] for t in theirs}
+        assert_error(http.delete(f"/tokens/{world.my_token_id}"), 404, "not_found")
+        me = http.get("/auth/whoami").json()["data"]
+        assert me["organization"] == {"id": world.theirs.id, "name": world.theirs.name}
+    with world.mine.client() as http:
+        assert http.get("/auth/whoami").status_code == 200
+        mine = {t["id"] for t in http.get("/tokens").json()["data"]}
+    assert world.my_token_id in mine
+    assert not mine & {t["id"] for t in theirs}
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=str)
+def test_an_organization_id_that_is_not_the_tokens_is_403(world: World, endpoint: Endpoint) -> None:
+    before = snapshot(world.mine)
+    with world.mine.client() as http:
+        for claimed in (world.theirs.id, world.theirs.name, "someone-else"):
+            response = endpoint.call(
+                http, token_id=world.my_token_id, params={"organization_id": claimed}
+            )
+            assert_error(response, 403, "organization_mismatch")
+    assert snapshot(world.mine) == before
+
+
+@pytest.mark.parametrize("claimed", ["id", "name"])
+def test_the_tokens_own_organization_id_is_accepted(world: World, claimed: str) -> None:
+    value = world.mine.id if claimed == "id" else world.mine.name
+    with world.mine.client() as http:
+        response = http.get("/features", params={"organization_id": value})
+        assert response.status_code == 200
+        assert response.json()["data"] == http.get("/features").json()["data"]
+        assert world.my_feature["id"] in {f["id"] for f in response.json()["data"]}
+        shown = http.get("/features/tagger", params={"organization_id": value})
+        assert shown.status_code == 200
+
+
+# Which scopes may call an endpoint that needs a scope: write implies read, admin all.
+SCOPES = ("ingest", "read", "write", "admin")
+ALLOWED = {
+    "read": {"read", "write", "admin"},
+    "write": {"write", "admin"},
+    "admin": {"admin"},
+    "any": {"read", "ingest", "write", "admin"},
+}
+DENIED = [(e, s) for e in ENDPOINTS for s in SCOPES if s not in ALLOWED[e.scope]]
+GRANTED = [(e, s) for e in ENDPOINTS for s in SCOPES if s in ALLOWED[e.scope]]
+
+
+@pytest.mark.parametrize(("endpoint", "scope"), DENIED, ids=str)
+def test_a_token_without_the_scope_is_403_and_changes_nothing(
+    world: World, endpoint: Endpoint, scope: str
+) -> None:
+    token = world.token_of(scope)
+    before = snapshot(world.mine)
+    with world.mine.client(token) as http:
+        response = endpoint.call(http, token_id=world.my_token_id)
+        error = assert_error(response, 403, "forbidden")
+    assert error["details"] == {"required_scope": endpoint.scope}
+    assert snapshot(world.mine) == before
+
+
+@pytest.mark.parametrize(("endpoint", "scope"), GRANTED, ids=str)
+def test_a_token_with_the_scope_is_let_through(
+    world: World, endpoint: Endpoint, scope: str
+) -> None:
+    # A feature and a token of this test's own, so that writes and revokes change only them.
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    with world.mine.client() as http:
+        tagger_at_v2(http, name)
+        victim = http.post("/tokens", json={"scopes": ["read"]}).json()["data"]["id"]
+    with world.mine.client(world.token_of(scope)) as http:
+        response = endpoint.call(http, name, token_id=victim)
+    assert response.status_code in (200, 201), response.text
+
+
+def test_an_ingest_token_can_neither_read_nor_change_settings(world: World) -> None:
+    token = world.mine.make_token(["ingest"])
+    with world.mine.client(token) as http:
+        for response in (
+            http.get("/features/tagger/settings"),
+            http.get("/features/tagger/settings", headers={"If-None-Match": '"v2"'}),
+            http.put("/features/tagger/settings", json={"version": 2, "settings": {}}),
+            http.put(
+                "/features/tagger/settings", json={"settings": {}}, headers={"If-Match": '"v2"'}
+            ),
+        ):
+            assert_error(response, 403, "forbidden")
+    with world.mine.client() as http:
+        assert http.get("/features/tagger/settings").json()["data"]["version"] == 2
+
+
+def test_websocket_subscriptions_respect_organization_and_scope(world: World) -> None:
+    async def scenario() -> None:
+        async with ws_open(world.mine.service, world.theirs.token) as ws:
+            await expect(ws, "authenticated")
+            await send(ws, "subscribe", channel="settings", feature=world.my_feature["id"])
+            assert (await expect(ws, "error"))["code"] == "not_found"
+            await send(ws, "subscribe", channel="settings", feature="tagger")
+            subscribed = await expect(ws, "subscribed")
+            assert subscribed["feature_id"] == world.their_feature["id"]
+        ingest = world.mine.make_token(["ingest"])
+        async with ws_open(world.mine.service, ingest) as ws:
+            await expect(ws, "authenticated")
+            await send(ws, "subscribe", channel="settings", feature="tagger")
+            assert (await expect(ws, "error"))["code"] == "forbidden"
+
+    asyncio.run(scenario())
