@@ -77,9 +77,7 @@ class UnreachableError(MinervaError):
     exit_code = 4
 
     def __init__(self, url: str, reason: str) -> None:
-        super().__init__(
-            f"cannot reach {url}: is `minerva-ai server start` running? ({reason})"
-        )
+        super().__init__(f"cannot reach {url}: is `minerva-ai server start` running? ({reason})")
         self.url = url
         self.reason = reason
 

@@ -40,7 +40,7 @@ def expand(spec: str) -> list[str]:
                 f"unknown level {part!r}: use {', '.join(LEVELS)} (aliases such as WARNING "
                 "are accepted), a comma-separated list, or LEVEL+ for that level and above"
             )
-        chosen = LEVELS[LEVELS.index(level):] if at_least else (level,)
+        chosen = LEVELS[LEVELS.index(level) :] if at_least else (level,)
         levels.extend(name for name in chosen if name not in levels)
     if not levels:
         raise UsageError("an empty level filter: name at least one level")

@@ -46,25 +46,29 @@ def check(pattern: str) -> re.Pattern[str]:
             if nxt not in _SAME_ESCAPES and (nxt.isalnum() or nxt == "_" or nxt.isspace()):
                 raise RegexError(
                     f"escape \\{nxt} at position {i} means different things in PostgreSQL "
-                    "and Python; allowed escapes: \\d \\D \\w \\W \\s \\S \\t \\n \\r and a backslash "
-                    "before punctuation"
+                    "and Python; allowed escapes: \\d \\D \\w \\W \\s \\S \\t \\n \\r "
+                    "and a backslash before punctuation"
                 )
-            python.append(pattern[i:i + 2])
+            python.append(pattern[i : i + 2])
             i += 2
             continue
         if in_brackets:
-            if char == "[" and pattern[i + 1:i + 2] in (":", ".", "="):
-                raise RegexError(f"[{pattern[i + 1]} ... classes (position {i}) are not "
-                                 "supported; list the characters instead")
+            if char == "[" and pattern[i + 1 : i + 2] in (":", ".", "="):
+                raise RegexError(
+                    f"[{pattern[i + 1]} ... classes (position {i}) are not "
+                    "supported; list the characters instead"
+                )
             if char == "]" and not _bracket_start(pattern, i):
                 in_brackets = False
             python.append(char)
         elif char == "[":
             in_brackets = True
             python.append(char)
-        elif char == "(" and pattern[i + 1:i + 2] == "?":
-            raise RegexError(f"(? groups (position {i}) are not supported: flags, "
-                             "look-arounds and named groups differ between the engines")
+        elif char == "(" and pattern[i + 1 : i + 2] == "?":
+            raise RegexError(
+                f"(? groups (position {i}) are not supported: flags, "
+                "look-arounds and named groups differ between the engines"
+            )
         elif char == "$":
             python.append(r"\Z")  # Python's $ would also match before a final newline
         else:

@@ -83,3 +83,12 @@ def render_diff(changes: Sequence[Mapping[str, Any]], *, color: bool = False) ->
         line = f"{sign} {change['path']}: {body}"
         lines.append(f"{ansi}{line}{_RESET}" if color else line)
     return "\n".join(lines)
+
+
+def summarize_diff(changes: Sequence[Mapping[str, Any]], *, limit: int = 3) -> str:
+    """A short summary for a table cell: ``~rate_limits.requests_per_minute +prompts.x (+2)``."""
+    if not changes:
+        return "no changes"
+    signs = [f"{_SIGNS[c['op']][0]}{c['path']}" for c in changes[:limit]]
+    more = f" (+{len(changes) - limit})" if len(changes) > limit else ""
+    return " ".join(signs) + more

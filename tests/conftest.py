@@ -8,6 +8,8 @@ cloned from a migrated template, and its own service on a random loopback port.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -41,18 +43,20 @@ class Servers:
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+def servers() -> Iterator[Servers]:
     owned: list[embedded.EmbeddedServer] = []
     if EXTERNAL_DATABASE_URL:
         database_url = EXTERNAL_DATABASE_URL
     else:
-        pg = embedded.start_postgres(tmp_path_factory.mktemp("embedded-pg"))
+        # Not under pytest's temp root: pytest prunes old session dirs there, which would
+        # pull the data directory from under a concurrent session.
+        pg = embedded.start_postgres(Path(tempfile.mkdtemp(prefix="minerva-test-pg-")))
         owned.append(pg)
         database_url = pg.url
     if EXTERNAL_REDIS_URL:
         redis_url = EXTERNAL_REDIS_URL
     else:
-        redis = embedded.start_redis(tmp_path_factory.mktemp("embedded-redis"))
+        redis = embedded.start_redis(Path(tempfile.mkdtemp(prefix="minerva-test-redis-")))
         owned.append(redis)
         redis_url = redis.url
     template = f"minerva_template_{os.getpid()}"
@@ -67,6 +71,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             conn.execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
         for server in reversed(owned):
             server.stop()
+            shutil.rmtree(server.log_path.parent, ignore_errors=True)
 
 
 @pytest.fixture
@@ -130,8 +135,13 @@ class LiveService:
 
 
 def service_config(database_url: str, redis_url: str, **overrides: object) -> ServiceConfig:
-    base = ServiceConfig(database_url=database_url, redis_url=redis_url,
-                         ws_heartbeat_s=0.2, ws_auth_timeout_s=2.0, pool_max_size=5)
+    base = ServiceConfig(
+        database_url=database_url,
+        redis_url=redis_url,
+        ws_heartbeat_s=0.2,
+        ws_auth_timeout_s=2.0,
+        pool_max_size=5,
+    )
     return ServiceConfig(**{**base.__dict__, **overrides})  # type: ignore[arg-type]
 
 
@@ -141,8 +151,9 @@ def live_service(database_url: str, servers: Servers) -> Iterator[LiveService]:
     config = service_config(database_url, servers.redis_url)
     issued = admin.create_organization(database_url, "acme")
     with ThreadedServer(create_app(config)) as url:
-        yield LiveService(url, database_url, servers.redis_url, str(issued.organization_id),
-                          issued.token, config)
+        yield LiveService(
+            url, database_url, servers.redis_url, str(issued.organization_id), issued.token, config
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -47,14 +47,19 @@ def test_image_command_serves_health_against_external_databases(database_url, se
     port = free_port()
     command = [str(Path(sys.executable).with_name("minerva-ai")), *command[1:]]
     command[command.index("--port") + 1] = str(port)
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": servers.redis_url,
-           "MINERVA_HOME": str(tmp_path / "unused-home")}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": servers.redis_url,
+        "MINERVA_HOME": str(tmp_path / "unused-home"),
+    }
+    log = tmp_path / "server.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None, proc.communicate()
+            assert proc.poll() is None, log.read_text()
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
                     break

@@ -43,8 +43,9 @@ class Organization:
     name: str
 
 
-def _issue(conn: psycopg.Connection[db.Row], org_id: UUID, scopes: list[str],
-           name: str) -> IssuedToken:
+def _issue(
+    conn: psycopg.Connection[db.Row], org_id: UUID, scopes: list[str], name: str
+) -> IssuedToken:
     bad = invalid_scopes(scopes)
     if bad or not scopes:
         raise UsageError(
@@ -53,8 +54,12 @@ def _issue(conn: psycopg.Connection[db.Row], org_id: UUID, scopes: list[str],
     secret = new_token()
     row = conn.execute(
         db.queries()["create_token"],
-        {"organization_id": org_id, "name": name, "token_hash": hash_token(secret),
-         "scopes": scopes},
+        {
+            "organization_id": org_id,
+            "name": name,
+            "token_hash": hash_token(secret),
+            "scopes": scopes,
+        },
     ).fetchone()
     assert row is not None
     return IssuedToken(row["id"], secret, list(row["scopes"]), org_id, row["name"])
@@ -68,15 +73,17 @@ def create_organization(database_url: str, name: str) -> IssuedToken:
     with db.connect(database_url) as conn, conn.transaction():
         row = conn.execute(
             "INSERT INTO organizations (name) VALUES (%(name)s) ON CONFLICT (name) DO NOTHING "
-            "RETURNING id", {"name": name}
+            "RETURNING id",
+            {"name": name},
         ).fetchone()
         if row is None:
             raise UsageError(f"organization {name!r} already exists")
         return _issue(conn, row["id"], ["admin"], "first admin token")
 
 
-def create_token(database_url: str, org_name: str, scopes: list[str],
-                 name: str | None = None) -> IssuedToken:
+def create_token(
+    database_url: str, org_name: str, scopes: list[str], name: str | None = None
+) -> IssuedToken:
     """Create a token for an existing organization (the way back after losing every admin)."""
     with db.connect(database_url) as conn, conn.transaction():
         org = conn.execute(db.queries()["get_organization_by_name"], {"name": org_name}).fetchone()

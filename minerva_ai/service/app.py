@@ -38,10 +38,13 @@ class BodyLimit:
         self.limit = limit
 
     def _too_large(self) -> JSONResponse:
-        return JSONResponse(error_body(
-            "payload_too_large",
-            f"request bodies are limited to {_size(self.limit)} ({self.limit} bytes)",
-        ), 413)
+        return JSONResponse(
+            error_body(
+                "payload_too_large",
+                f"request bodies are limited to {_size(self.limit)} ({self.limit} bytes)",
+            ),
+            413,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,13 +98,13 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             config.database_url,
             min_size=2,
             max_size=config.pool_max_size,
+            timeout=5,  # a request waits at most this for a connection, then answers 503
             open=False,
             connection_class=AsyncConnection[Row],
             kwargs={
                 "autocommit": True,
                 "row_factory": dict_row,
-                "options": f"-c statement_timeout={config.statement_timeout_ms} "
-                "-c timezone=UTC",
+                "options": f"-c statement_timeout={config.statement_timeout_ms} -c timezone=UTC",
             },
         )
         await pool.open(wait=True, timeout=30)

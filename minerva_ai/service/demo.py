@@ -39,17 +39,21 @@ def read_demo(examples_dir: Path) -> list[dict[str, Any]]:
 async def _load(database_url: str, organization_id: UUID, features: list[dict[str, Any]]) -> int:
     loaded = 0
     conn = await psycopg.AsyncConnection.connect(
-        database_url, autocommit=True, row_factory=psycopg.rows.dict_row,
-        options="-c timezone=UTC")
+        database_url, autocommit=True, row_factory=psycopg.rows.dict_row, options="-c timezone=UTC"
+    )
     async with conn:
-        org = await (await conn.execute(
-            "SELECT name FROM organizations WHERE id = %s", (organization_id,))).fetchone()
+        org = await (
+            await conn.execute("SELECT name FROM organizations WHERE id = %s", (organization_id,))
+        ).fetchone()
         assert org is not None
         principal = Principal(organization_id, org["name"], None, "demo loader", ("write",))
         for spec in features:
-            fields = {"name": spec["name"], "display_name": spec.get("display_name", spec["name"]),
-                      "description": spec.get("description", ""),
-                      "status": spec.get("status", "active")}
+            fields = {
+                "name": spec["name"],
+                "display_name": spec.get("display_name", spec["name"]),
+                "description": spec.get("description", ""),
+                "status": spec.get("status", "active"),
+            }
             try:
                 feature = await store.create_feature(conn, principal, fields)
             except ApiError:  # already there: a second run changes nothing

@@ -38,8 +38,9 @@ class Principal:
 
     def require(self, scope: str) -> None:
         if not grants(self.scopes, scope):
-            raise ApiError(403, f"this token lacks the {scope!r} scope", "forbidden",
-                           {"required_scope": scope})
+            raise ApiError(
+                403, f"this token lacks the {scope!r} scope", "forbidden", {"required_scope": scope}
+            )
 
 
 async def app_state(request: Request) -> AppState:
@@ -63,25 +64,37 @@ def bearer_token(authorization: str | None) -> str | None:
 async def principal_for(state: AppState, token: str | None) -> Principal:
     """The principal a token stands for; 401 when missing, unknown or revoked."""
     if token is None:
-        raise ApiError(401, "missing bearer token: send `Authorization: Bearer <token>`",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "missing bearer token: send `Authorization: Bearer <token>`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     async with state.pool.connection() as conn:
-        row = await (await conn.execute(queries()["authenticate_token"],
-                                        {"token_hash": hash_token(token)})).fetchone()
+        row = await (
+            await conn.execute(queries()["authenticate_token"], {"token_hash": hash_token(token)})
+        ).fetchone()
         if row is None:
             raise ApiError(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
         await conn.execute(queries()["touch_token"], {"id": row["id"]})
-    return Principal(row["organization_id"], row["organization_name"], row["id"], row["name"],
-                     tuple(row["scopes"]))
+    return Principal(
+        row["organization_id"],
+        row["organization_name"],
+        row["id"],
+        row["name"],
+        tuple(row["scopes"]),
+    )
 
 
 async def authenticate(request: Request, state: StateDep) -> Principal:
     principal = await principal_for(state, bearer_token(request.headers.get("authorization")))
     claimed = request.query_params.get("organization_id")
-    if claimed is not None and claimed not in (str(principal.organization_id),
-                                               principal.organization_name):
-        raise ApiError(403, "organization_id does not match the token's organization",
-                       "organization_mismatch")
+    if claimed is not None and claimed not in (
+        str(principal.organization_id),
+        principal.organization_name,
+    ):
+        raise ApiError(
+            403, "organization_id does not match the token's organization", "organization_mismatch"
+        )
     return principal
 
 

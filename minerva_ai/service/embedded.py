@@ -1,10 +1,15 @@
-"""Embedded PostgreSQL and Redis: started, adopted after a crash, and stopped by one owner.
+"""Embedded PostgreSQL and Redis: started, cleaned up after a crash, and stopped by one owner.
 
 Both servers run as children of the supervisor in their own session (so a terminal's
 Ctrl-C reaches the supervisor only, which stops them in order), with a parent-death
 signal so a ``kill -9`` of the supervisor still shuts them down. A server that outlives
-its owner anyway (it was busy, or the signal raced) is found through its pid file by
-the next owner of the same home and stopped before a new one starts.
+its owner anyway (it was busy, or the signal raced) is found by the next owner of the
+same home (a process of that program whose working directory is the server's data
+directory: both servers ``chdir`` there) and stopped before a new one starts.
+
+Linux delivers the parent-death signal when the *thread* that started the child exits,
+so call ``start_postgres``/``start_redis`` from the main thread, or from a thread that
+lives as long as the server.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import stat
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cache, partial
 from pathlib import Path
 
 from minerva_ai.errors import MinervaError
@@ -29,10 +35,14 @@ from minerva_ai.errors import MinervaError
 PG_SYSTEM_USER = "minerva-pg"
 DATABASE_NAME = "minerva"
 _PR_SET_PDEATHSIG = 1
+_START_ATTEMPTS = 3  # a free port can be taken between choosing it and the server binding it
+_PORT_TAKEN = ("Address already in use", "could not bind")
 
 
 class EmbeddedError(MinervaError):
     """An embedded server could not be installed, started or stopped."""
+
+    exit_code = 4
 
 
 @dataclass
@@ -44,7 +54,6 @@ class EmbeddedServer:
     url: str
     log_path: Path
     stop_signal: int = signal.SIGTERM
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -87,21 +96,40 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent(sig: int) -> Callable[[], None]:
-    """A preexec_fn: deliver ``sig`` to the child when its parent dies (Linux)."""
+@cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+def die_with_parent(sig: int) -> Callable[[], None]:
+    """A ``preexec_fn``: deliver ``sig`` to the child when its parent dies (Linux only).
+
+    The parent may die between ``fork`` and ``prctl``; the child then sees a new parent
+    and exits before ``exec``, so no child outlives a parent that died while starting it.
+    """
+    parent = os.getpid()
+    libc = _libc()  # loaded before fork: the child only makes the call
 
     def preexec() -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if libc is None:
+            return
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
 
     return preexec
 
 
 def _secret_file(path: Path) -> str:
     """Read a generated password, creating it (mode 0600) on first use."""
-    if path.exists():
-        return path.read_text().strip()
+    with contextlib.suppress(FileNotFoundError):
+        value = path.read_text().strip()
+        if value:
+            return value
+        path.unlink()
     value = secrets.token_urlsafe(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -109,33 +137,74 @@ def _secret_file(path: Path) -> str:
     return value
 
 
-def _pid_alive(pid: int, name_part: str) -> bool:
+def _open_log(path: Path) -> tuple[int, int]:
+    """Open a server's log for appending (0600); return the fd and where this run starts."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return fd, os.fstat(fd).st_size
+
+
+def _process_in(pid: int, directory: Path, program: str) -> bool:
+    """Whether ``pid`` is a live (not zombie) ``program`` process working in ``directory``."""
+    proc = Path(f"/proc/{pid}")
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        argv0 = (proc / "cmdline").read_bytes().split(b"\0", 1)[0]
+        cwd = os.readlink(proc / "cwd")
+    except OSError:  # gone, or not ours to inspect
         return False
-    return name_part.encode() in cmdline
+    name = os.path.basename(argv0.split(b" ", 1)[0].rstrip(b":"))
+    return name.decode(errors="replace") == program and cwd == str(directory)
 
 
-def stop_leftover(pid_file: Path, name_part: str, sig: int, timeout: float = 30.0) -> int | None:
-    """Stop a server a dead owner left running; return its pid, or None if there was none."""
+def leftovers(directory: Path, program: str) -> list[int]:
+    """Processes of ``program`` still working in ``directory`` (a dead owner's server)."""
+    directory = directory.resolve()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _process_in(int(entry.name), directory, program):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _read_pid(pid_file: Path) -> int | None:
     try:
-        pid = int(pid_file.read_text().split()[0])
+        return int(pid_file.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    if not _pid_alive(pid, name_part):
-        return None
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-    deadline = time.monotonic() + timeout
-    while _pid_alive(pid, name_part) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _pid_alive(pid, name_part):
+
+
+def stop_leftovers(
+    directory: Path, program: str, sig: int, pid_file: Path, timeout: float = 30.0
+) -> list[int]:
+    """Stop what a dead owner left running in ``directory``; return the pids stopped.
+
+    The server named in ``pid_file`` gets ``sig`` (its clean shutdown); anything of the
+    program still there after ``timeout`` (the server, or its orphaned children) is killed.
+    """
+    found = leftovers(directory, program)
+    main = _read_pid(pid_file)
+    for pid in found if main not in found else [main]:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        while _pid_alive(pid, name_part) and time.monotonic() < deadline + 10:
-            time.sleep(0.05)
-    return pid
+            os.kill(pid, sig)
+            os.kill(pid, signal.SIGCONT)  # a stopped process could not act on ``sig``
+    if not _wait_gone(directory, program, timeout):
+        for pid in leftovers(directory, program):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if not _wait_gone(directory, program, 10):
+            raise EmbeddedError(
+                f"a {program} process left in {directory} by a previous server will not stop "
+                f"(pids {', '.join(map(str, leftovers(directory, program)))}): stop it by hand"
+            )
+    return found
+
+
+def _wait_gone(directory: Path, program: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while leftovers(directory, program):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _system_user() -> tuple[int, int] | None:
@@ -147,12 +216,27 @@ def _system_user() -> tuple[int, int] | None:
     try:
         entry = pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-             PG_SYSTEM_USER],
-            check=True,
-            capture_output=True,
-        )
+        try:
+            subprocess.run(
+                [
+                    "useradd",
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    PG_SYSTEM_USER,
+                ],
+                check=True,
+                capture_output=True,
+            )
+        except (OSError, subprocess.CalledProcessError) as exc:
+            with contextlib.suppress(KeyError):  # another home's server created it meanwhile
+                entry = pwd.getpwnam(PG_SYSTEM_USER)
+                return entry.pw_uid, entry.pw_gid
+            raise EmbeddedError(
+                f"PostgreSQL refuses to run as root and the user {PG_SYSTEM_USER!r} could not "
+                f"be created ({exc}): create it, or run minerva-ai as an ordinary user"
+            ) from exc
         entry = pwd.getpwnam(PG_SYSTEM_USER)
     return entry.pw_uid, entry.pw_gid
 
@@ -165,53 +249,110 @@ def _make_traversable(path: Path) -> None:
             parent.chmod(mode | stat.S_IXOTH)
 
 
-def _wait_ready(server: EmbeddedServer, probe: Callable[[], bool], timeout: float) -> None:
+class _PortTaken(Exception):
+    pass
+
+
+def _wait_ready(
+    server: EmbeddedServer, probe: Callable[[], bool], timeout: float, log_start: int
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            log = server.log_path.read_text(errors="replace")[-2000:]
-            raise EmbeddedError(f"embedded {server.name} exited during start-up:\n{log}")
+            with server.log_path.open("rb") as handle:
+                handle.seek(log_start)
+                log = handle.read().decode(errors="replace")
+            if any(marker in log for marker in _PORT_TAKEN):
+                raise _PortTaken
+            raise EmbeddedError(
+                f"embedded {server.name} exited during start-up (log: {server.log_path}):\n"
+                f"{log[-2000:]}"
+            )
         if probe():
             return
         time.sleep(0.05)
     server.stop()
-    raise EmbeddedError(f"embedded {server.name} did not become ready in {timeout:.0f} s")
+    raise EmbeddedError(
+        f"embedded {server.name} did not become ready in {timeout:.0f} s (log: {server.log_path})"
+    )
 
 
 def start_postgres(home: Path, timeout: float = 60.0) -> EmbeddedServer:
     """Start (initialising on first use) the PostgreSQL of ``home``; return it, ready."""
+    home = home.resolve()
     bin_dir = postgres_bin_dir()
     pgdata = home / "postgres"
     owner = _system_user()
-    stop_leftover(pgdata / "postmaster.pid", "postgres", signal.SIGINT)
-    password = _secret_file(home / "postgres.password")
-    if not (pgdata / "PG_VERSION").exists():
+    stop_leftovers(pgdata, "postgres", signal.SIGINT, pgdata / "postmaster.pid")
+    _remove_foreign_pid_file(pgdata / "postmaster.pid")
+    password_file = home / "postgres.password"
+    initialised = (pgdata / "PG_VERSION").exists()
+    if initialised and not password_file.exists():
+        raise EmbeddedError(
+            f"{password_file} is missing, so the PostgreSQL data in {pgdata} cannot be "
+            f"reached: restore the file, or remove {pgdata} to start afresh (its data is lost)"
+        )
+    password = _secret_file(password_file)
+    if not initialised:
         _initdb(bin_dir, pgdata, password, owner)
     if owner is not None:
         _make_traversable(pgdata)
         _make_traversable(bin_dir / "postgres")
-    log_path = home / "postgres.log"
-    port = free_port()
-    log = log_path.open("ab")
-    process = subprocess.Popen(
-        [str(bin_dir / "postgres"), "-D", str(pgdata), "-h", "127.0.0.1", "-p", str(port),
-         "-k", "", "-c", "max_connections=200"],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        user=owner[0] if owner else None,
-        group=owner[1] if owner else None,
-        extra_groups=[] if owner else None,
-        preexec_fn=_die_with_parent(signal.SIGINT),
-    )
-    log.close()
-    base = f"postgresql://postgres:{password}@127.0.0.1:{port}"
-    server = EmbeddedServer(
-        "PostgreSQL", process, f"{base}/{DATABASE_NAME}", log_path, signal.SIGINT
-    )
-    _wait_ready(server, lambda: _create_database(f"{base}/postgres"), timeout)
-    return server
+    for _ in range(_START_ATTEMPTS):
+        port = free_port()
+        log_fd, log_start = _open_log(home / "postgres.log")
+        try:
+            process = subprocess.Popen(
+                [
+                    str(bin_dir / "postgres"),
+                    "-D",
+                    str(pgdata),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "-k",
+                    "",
+                    "-c",
+                    "max_connections=200",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                user=owner[0] if owner else None,
+                group=owner[1] if owner else None,
+                extra_groups=[] if owner else None,
+                preexec_fn=die_with_parent(signal.SIGINT),
+            )
+        finally:
+            os.close(log_fd)
+        base = f"postgresql://postgres:{password}@127.0.0.1:{port}"
+        server = EmbeddedServer(
+            "PostgreSQL",
+            process,
+            f"{base}/{DATABASE_NAME}",
+            home / "postgres.log",
+            signal.SIGINT,
+        )
+        try:
+            _wait_ready(server, partial(_create_database, f"{base}/postgres"), timeout, log_start)
+        except _PortTaken:
+            continue
+        return server
+    raise EmbeddedError(f"embedded PostgreSQL found no free port in {_START_ATTEMPTS} tries")
+
+
+def _remove_foreign_pid_file(pid_file: Path) -> None:
+    """Remove a pid file naming a live process that is not this data directory's server.
+
+    After a reboot or container restart the pid a dead server recorded may belong to an
+    unrelated process, and PostgreSQL would then refuse to start. Nothing of ours runs in
+    the directory any more (``stop_leftovers`` made sure), so the file is stale.
+    """
+    pid = _read_pid(pid_file)
+    if pid is not None and Path(f"/proc/{pid}").exists():
+        pid_file.unlink(missing_ok=True)
 
 
 def _initdb(bin_dir: Path, pgdata: Path, password: str, owner: tuple[int, int] | None) -> None:
@@ -219,7 +360,9 @@ def _initdb(bin_dir: Path, pgdata: Path, password: str, owner: tuple[int, int] |
         shutil.rmtree(pgdata)
     pgdata.mkdir(mode=0o700)
     pwfile = pgdata.parent / ".pg-initdb-password"
-    pwfile.write_text(password + "\n")
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
     if owner is not None:
         os.chown(pgdata, *owner)
         os.chown(pwfile, *owner)
@@ -227,9 +370,18 @@ def _initdb(bin_dir: Path, pgdata: Path, password: str, owner: tuple[int, int] |
         _make_traversable(bin_dir / "initdb")
     try:
         subprocess.run(
-            [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--encoding=UTF8",
-             "--locale=C", "--auth-host=scram-sha-256", "--auth-local=peer",
-             f"--pwfile={pwfile}"],
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                "postgres",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--auth-host=scram-sha-256",
+                "--auth-local=peer",
+                f"--pwfile={pwfile}",
+            ],
             check=True,
             capture_output=True,
             user=owner[0] if owner else None,
@@ -261,29 +413,60 @@ def _create_database(admin_url: str) -> bool:
 
 def start_redis(home: Path, timeout: float = 30.0) -> EmbeddedServer:
     """Start the Redis of ``home`` (nothing persisted: Redis holds no facts); return it."""
+    home = home.resolve()
     binary = redis_server_binary()
     redis_dir = home / "redis"
     redis_dir.mkdir(mode=0o700, exist_ok=True)
     pid_file = redis_dir / "redis.pid"
-    stop_leftover(pid_file, "redis-server", signal.SIGTERM)
+    stop_leftovers(redis_dir, "redis-server", signal.SIGTERM, pid_file)
     password = _secret_file(home / "redis.password")
-    port = free_port()
-    log_path = home / "redis.log"
-    log = log_path.open("ab")
-    process = subprocess.Popen(
-        [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(redis_dir),
-         "--pidfile", str(pid_file), "--daemonize", "no", "--save", "", "--appendonly", "no",
-         "--requirepass", password],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=_die_with_parent(signal.SIGTERM),
-    )
-    log.close()
-    server = EmbeddedServer("Redis", process, f"redis://:{password}@127.0.0.1:{port}/0", log_path)
-    _wait_ready(server, lambda: _redis_ping(port, password), timeout)
-    return server
+    for _ in range(_START_ATTEMPTS):
+        port = free_port()
+        log_fd, log_start = _open_log(home / "redis.log")
+        settings = {
+            "port": str(port),
+            "bind": "127.0.0.1",
+            "dir": str(redis_dir),
+            "pidfile": str(pid_file),
+            "daemonize": "no",
+            "save": "",
+            "appendonly": "no",
+            "requirepass": password,
+        }
+        try:
+            # The configuration goes through stdin: a password in argv is visible to `ps`.
+            process = subprocess.Popen(
+                [str(binary), "-"],
+                stdin=subprocess.PIPE,
+                stdout=log_fd,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGTERM),
+            )
+        finally:
+            os.close(log_fd)
+        assert process.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # it exited: _wait_ready reports why
+            process.stdin.write(
+                "".join(
+                    f"{key} {_redis_quote(value)}\n" for key, value in settings.items()
+                ).encode()
+            )
+            process.stdin.close()
+        server = EmbeddedServer(
+            "Redis", process, f"redis://:{password}@127.0.0.1:{port}/0", home / "redis.log"
+        )
+        try:
+            _wait_ready(server, partial(_redis_ping, port, password), timeout, log_start)
+        except _PortTaken:
+            continue
+        return server
+    raise EmbeddedError(f"embedded Redis found no free port in {_START_ATTEMPTS} tries")
+
+
+def _redis_quote(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
 
 
 def _redis_ping(port: int, password: str) -> bool:
@@ -299,4 +482,3 @@ def _redis_ping(port: int, password: str) -> bool:
             return True
     except OSError:
         return False
-

@@ -14,17 +14,32 @@ from minerva_ai.service.responses import JSONResponse, error_body
 
 log = logging.getLogger("minerva_ai.service")
 
-_DEFAULT_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                  405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
-                  422: "validation_failed", 428: "precondition_required", 429: "rate_limited",
-                  503: "unavailable"}
+_DEFAULT_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    422: "validation_failed",
+    428: "precondition_required",
+    429: "rate_limited",
+    503: "unavailable",
+}
 
 
 class ApiError(Exception):
     """An answer other than success: status, code, message and optional details."""
 
-    def __init__(self, status: int, message: str, code: str | None = None,
-                 details: Any = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code or _DEFAULT_CODES.get(status, "error")
@@ -64,16 +79,18 @@ def install(app: FastAPI) -> None:
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             return _respond(ApiError(400, "the body is not valid JSON", "bad_request"))
-        problems = [{"field": _location(tuple(e["loc"])), "message": e["msg"]}
-                    for e in exc.errors()]
+        problems = [
+            {"field": _location(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()
+        ]
         status = 422 if any(e["loc"] and e["loc"][0] == "body" for e in exc.errors()) else 400
         message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
         return _respond(ApiError(status, message, details=problems))
 
     @app.exception_handler(psycopg.errors.QueryCanceled)
     async def query_timeout(_: Request, exc: psycopg.errors.QueryCanceled) -> JSONResponse:
-        return _respond(ApiError(503, "the query ran past its time limit; narrow the filters",
-                                 "query_timeout"))
+        return _respond(
+            ApiError(503, "the query ran past its time limit; narrow the filters", "query_timeout")
+        )
 
     @app.exception_handler(psycopg.OperationalError)
     async def database_down(_: Request, exc: psycopg.OperationalError) -> JSONResponse:

@@ -142,22 +142,28 @@ def _cross_checks(section: str, value: dict[str, Any]) -> list[Problem]:
         names = set(value["definitions"])
         primary = value.get("primary")
         if primary is not None and primary not in names:
-            problems.append({"field": "models.primary",
-                             "message": f"{primary!r} is not one of models.definitions"})
+            problems.append(
+                {
+                    "field": "models.primary",
+                    "message": f"{primary!r} is not one of models.definitions",
+                }
+            )
         seen: set[str] = set()
         for i, name in enumerate(value["fallbacks"]):
             where = f"models.fallbacks[{i}]"
             if name not in names:
-                problems.append({"field": where,
-                                 "message": f"{name!r} is not one of models.definitions"})
+                problems.append(
+                    {"field": where, "message": f"{name!r} is not one of models.definitions"}
+                )
             elif name == primary:
                 problems.append({"field": where, "message": "the primary model is not a fallback"})
             elif name in seen:
                 problems.append({"field": where, "message": f"{name!r} is listed twice"})
             seen.add(name)
         if value["fallbacks"] and primary is None:
-            problems.append({"field": "models.primary",
-                             "message": "fallbacks need a primary model"})
+            problems.append(
+                {"field": "models.primary", "message": "fallbacks need a primary model"}
+            )
     elif section == "prompts":
         for name, prompt in value.items():
             why = template_problem(prompt["template"])
@@ -168,8 +174,12 @@ def _cross_checks(section: str, value: dict[str, Any]) -> list[Problem]:
         for i, rule in enumerate(value["alert_rules"]):
             where = f"monitoring.alert_rules[{i}]"
             if rule["name"] in seen_rules:
-                problems.append({"field": f"{where}.name",
-                                 "message": f"rule name {rule['name']!r} is used twice"})
+                problems.append(
+                    {
+                        "field": f"{where}.name",
+                        "message": f"rule name {rule['name']!r} is used twice",
+                    }
+                )
             seen_rules.add(rule["name"])
             warning = rule.get("warning_threshold")
             if warning is None:
@@ -179,11 +189,13 @@ def _cross_checks(section: str, value: dict[str, Any]) -> list[Problem]:
                 not fires_above and warning <= rule["threshold"]
             ):
                 side = "below" if fires_above else "above"
-                problems.append({
-                    "field": f"{where}.warning_threshold",
-                    "message": f"must be {side} threshold ({rule['threshold']}) "
-                    f"for operator {rule['operator']!r}",
-                })
+                problems.append(
+                    {
+                        "field": f"{where}.warning_threshold",
+                        "message": f"must be {side} threshold ({rule['threshold']}) "
+                        f"for operator {rule['operator']!r}",
+                    }
+                )
     return problems
 
 
@@ -196,8 +208,12 @@ def validate_sections(raw: Any) -> tuple[dict[str, Any], list[Problem]]:
     for section, value in raw.items():
         adapter = _SECTION_TYPES.get(section)
         if adapter is None:
-            problems.append({"field": str(section),
-                             "message": f"unknown section (allowed: {', '.join(SECTIONS)})"})
+            problems.append(
+                {
+                    "field": str(section),
+                    "message": f"unknown section (allowed: {', '.join(SECTIONS)})",
+                }
+            )
             continue
         try:
             parsed = adapter.validate_python(value)
@@ -216,7 +232,5 @@ def validate_sections(raw: Any) -> tuple[dict[str, Any], list[Problem]]:
 
 def empty_settings() -> dict[str, Any]:
     """The settings of a new feature: every section present and empty."""
-    clean, _ = validate_sections(
-        {"models": {}, "prompts": {}, "rate_limits": {}, "monitoring": {}}
-    )
+    clean, _ = validate_sections({"models": {}, "prompts": {}, "rate_limits": {}, "monitoring": {}})
     return clean

@@ -41,9 +41,12 @@ def decode_cursor(cursor: str | None, key: str, kind: type[Any] = object) -> Any
             raise ValueError(key)
         return value
     except (binascii.Error, ValueError, KeyError, TypeError):
-        raise ApiError(400, "cursor is not one this endpoint issued", "bad_request",
-                       [{"field": "query parameter cursor", "message": "malformed cursor"}]
-                       ) from None
+        raise ApiError(
+            400,
+            "cursor is not one this endpoint issued",
+            "bad_request",
+            [{"field": "query parameter cursor", "message": "malformed cursor"}],
+        ) from None
 
 
 def _as_uuid(ref: str) -> UUID | None:
@@ -53,21 +56,43 @@ def _as_uuid(ref: str) -> UUID | None:
         return None
 
 
-async def list_features(conn: Conn, org_id: UUID, *, status: str | None, search: str | None,
-                        cursor: str | None, limit: int) -> tuple[list[Row], str | None]:
-    rows = await (await conn.execute(queries()["list_features"], {
-        "organization_id": org_id, "status": status, "search": search or None,
-        "after_name": decode_cursor(cursor, "n", str), "limit": limit + 1,
-    })).fetchall()
+async def list_features(
+    conn: Conn,
+    org_id: UUID,
+    *,
+    status: str | None,
+    search: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[Row], str | None]:
+    rows = await (
+        await conn.execute(
+            queries()["list_features"],
+            {
+                "organization_id": org_id,
+                "status": status,
+                "search": search or None,
+                "after_name": decode_cursor(cursor, "n", str),
+                "limit": limit + 1,
+            },
+        )
+    ).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, encode_cursor({"n": rows[-1]["name"]}) if more else None
 
 
 async def get_feature(conn: Conn, org_id: UUID, ref: str) -> Row:
-    row = await (await conn.execute(queries()["get_feature"], {
-        "organization_id": org_id, "ref": ref, "ref_id": _as_uuid(ref),
-    })).fetchone()
+    row = await (
+        await conn.execute(
+            queries()["get_feature"],
+            {
+                "organization_id": org_id,
+                "ref": ref,
+                "ref_id": _as_uuid(ref),
+            },
+        )
+    ).fetchone()
     if row is None:
         raise not_found(f"feature {ref!r}")
     return row
@@ -75,9 +100,15 @@ async def get_feature(conn: Conn, org_id: UUID, ref: str) -> Row:
 
 async def create_feature(conn: Conn, principal: Principal, fields: dict[str, Any]) -> Row:
     async with conn.transaction():
-        row = await (await conn.execute(queries()["create_feature"], {
-            "organization_id": principal.organization_id, **fields,
-        })).fetchone()
+        row = await (
+            await conn.execute(
+                queries()["create_feature"],
+                {
+                    "organization_id": principal.organization_id,
+                    **fields,
+                },
+            )
+        ).fetchone()
         if row is None:
             raise ApiError(409, f"a feature named {fields['name']!r} already exists", "conflict")
         await _insert_version(conn, principal, row["id"], 1, empty_settings(), [], None)
@@ -86,10 +117,19 @@ async def create_feature(conn: Conn, principal: Principal, fields: dict[str, Any
 
 async def update_feature(conn: Conn, org_id: UUID, ref: str, fields: dict[str, Any]) -> Row:
     feature = await get_feature(conn, org_id, ref)
-    row = await (await conn.execute(queries()["update_feature"], {
-        "id": feature["id"], "organization_id": org_id, "display_name": None,
-        "description": None, "status": None, **fields,
-    })).fetchone()
+    row = await (
+        await conn.execute(
+            queries()["update_feature"],
+            {
+                "id": feature["id"],
+                "organization_id": org_id,
+                "display_name": None,
+                "description": None,
+                "status": None,
+                **fields,
+            },
+        )
+    ).fetchone()
     if row is None:
         raise not_found(f"feature {ref!r}")
     return row
@@ -97,9 +137,15 @@ async def update_feature(conn: Conn, org_id: UUID, ref: str, fields: dict[str, A
 
 async def delete_feature(conn: Conn, org_id: UUID, ref: str) -> Row:
     feature = await get_feature(conn, org_id, ref)
-    row = await (await conn.execute(queries()["delete_feature"], {
-        "id": feature["id"], "organization_id": org_id,
-    })).fetchone()
+    row = await (
+        await conn.execute(
+            queries()["delete_feature"],
+            {
+                "id": feature["id"],
+                "organization_id": org_id,
+            },
+        )
+    ).fetchone()
     if row is None:
         raise not_found(f"feature {ref!r}")
     return row
@@ -116,84 +162,145 @@ def settings_view(row: Row) -> dict[str, Any]:
 
 
 async def get_settings(conn: Conn, feature_id: UUID, version: int) -> Row:
-    row = await (await conn.execute(queries()["get_settings_version"], {
-        "feature_id": feature_id, "version": version,
-    })).fetchone()
+    row = await (
+        await conn.execute(
+            queries()["get_settings_version"],
+            {
+                "feature_id": feature_id,
+                "version": version,
+            },
+        )
+    ).fetchone()
     if row is None:
         raise not_found(f"settings version {version}")
     return row
 
 
-async def _insert_version(conn: Conn, principal: Principal, feature_id: UUID, version: int,
-                          settings: dict[str, Any], diff: list[dict[str, Any]],
-                          rollback_of: int | None) -> Row:
-    row = await (await conn.execute(queries()["insert_settings_version"], {
-        "feature_id": feature_id, "version": version, "settings": Jsonb(settings),
-        "diff": Jsonb(diff), "author_token_id": principal.token_id,
-        "author_name": principal.token_name, "rollback_of": rollback_of,
-    })).fetchone()
+async def _insert_version(
+    conn: Conn,
+    principal: Principal,
+    feature_id: UUID,
+    version: int,
+    settings: dict[str, Any],
+    diff: list[dict[str, Any]],
+    rollback_of: int | None,
+) -> Row:
+    row = await (
+        await conn.execute(
+            queries()["insert_settings_version"],
+            {
+                "feature_id": feature_id,
+                "version": version,
+                "settings": Jsonb(settings),
+                "diff": Jsonb(diff),
+                "author_token_id": principal.token_id,
+                "author_name": principal.token_name,
+                "rollback_of": rollback_of,
+            },
+        )
+    ).fetchone()
     assert row is not None
     return row
 
 
-async def write_settings(conn: Conn, principal: Principal, feature: Row, base_version: int,
-                         sections: dict[str, Any], rollback_of: int | None = None) -> Row:
+async def write_settings(
+    conn: Conn,
+    principal: Principal,
+    feature: Row,
+    base_version: int,
+    sections: dict[str, Any],
+    rollback_of: int | None = None,
+) -> Row:
     """Record a new version: ``sections`` replace the base's; 409 if the base is stale.
 
     The version bump is a compare-and-set on the feature row, so of two writers on the
     same base exactly one wins, whichever instance each reaches.
     """
     async with conn.transaction():
-        bumped = await (await conn.execute(queries()["bump_settings_version"], {
-            "feature_id": feature["id"], "base_version": base_version,
-        })).fetchone()
+        bumped = await (
+            await conn.execute(
+                queries()["bump_settings_version"],
+                {
+                    "feature_id": feature["id"],
+                    "base_version": base_version,
+                },
+            )
+        ).fetchone()
         if bumped is None:
             current = await get_feature(conn, principal.organization_id, str(feature["id"]))
             raise ApiError(
                 409,
                 f"settings changed since version {base_version}: the current version is "
                 f"{current['settings_version']}; re-read and apply your change again",
-                "version_conflict", {"current_version": current["settings_version"]},
+                "version_conflict",
+                {"current_version": current["settings_version"]},
             )
         previous = await get_settings(conn, feature["id"], base_version)
         merged = {**previous["settings"], **sections}
         return await _insert_version(
-            conn, principal, feature["id"], bumped["settings_version"], merged,
-            diff_settings(previous["settings"], merged), rollback_of,
+            conn,
+            principal,
+            feature["id"],
+            bumped["settings_version"],
+            merged,
+            diff_settings(previous["settings"], merged),
+            rollback_of,
         )
 
 
-async def settings_history(conn: Conn, feature_id: UUID, cursor: str | None,
-                           limit: int) -> tuple[list[dict[str, Any]], str | None]:
-    rows = await (await conn.execute(queries()["settings_history"], {
-        "feature_id": feature_id, "before_version": decode_cursor(cursor, "v", int),
-        "limit": limit + 1,
-    })).fetchall()
+async def settings_history(
+    conn: Conn, feature_id: UUID, cursor: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    rows = await (
+        await conn.execute(
+            queries()["settings_history"],
+            {
+                "feature_id": feature_id,
+                "before_version": decode_cursor(cursor, "v", int),
+                "limit": limit + 1,
+            },
+        )
+    ).fetchall()
     more = len(rows) > limit
-    items = [{
-        "version": r["version"], "created_at": r["created_at"],
-        "author": {"token_id": r["author_token_id"], "token_name": r["author_name"]},
-        "diff": r["diff"], "rollback_of": r["rollback_of"],
-    } for r in rows[:limit]]
+    items = [
+        {
+            "version": r["version"],
+            "created_at": r["created_at"],
+            "author": {"token_id": r["author_token_id"], "token_name": r["author_name"]},
+            "diff": r["diff"],
+            "rollback_of": r["rollback_of"],
+        }
+        for r in rows[:limit]
+    ]
     return items, encode_cursor({"v": items[-1]["version"]}) if more else None
 
 
 async def list_tokens(conn: Conn, org_id: UUID) -> list[Row]:
-    return await (await conn.execute(queries()["list_tokens"],
-                                     {"organization_id": org_id})).fetchall()
+    return await (
+        await conn.execute(queries()["list_tokens"], {"organization_id": org_id})
+    ).fetchall()
 
 
-async def create_token(conn: Conn, org_id: UUID, name: str,
-                       scopes: list[str]) -> dict[str, Any]:
+async def create_token(conn: Conn, org_id: UUID, name: str, scopes: list[str]) -> dict[str, Any]:
     bad = invalid_scopes(scopes)
     if bad:
-        raise ApiError(422, f"unknown scope {', '.join(bad)}", details=[
-            {"field": "scopes", "message": "allowed: read, ingest, write, admin"}])
+        raise ApiError(
+            422,
+            f"unknown scope {', '.join(bad)}",
+            details=[{"field": "scopes", "message": "allowed: read, ingest, write, admin"}],
+        )
     secret = new_token()
-    row = await (await conn.execute(queries()["create_token"], {
-        "organization_id": org_id, "name": name, "token_hash": hash_token(secret),
-        "scopes": scopes,
-    })).fetchone()
+    row = await (
+        await conn.execute(
+            queries()["create_token"],
+            {
+                "organization_id": org_id,
+                "name": name,
+                "token_hash": hash_token(secret),
+                "scopes": scopes,
+            },
+        )
+    ).fetchone()
     assert row is not None
     return {**row, "token": secret}
 
@@ -202,9 +309,15 @@ async def revoke_token(conn: Conn, org_id: UUID, token_id: str) -> Row:
     ident = _as_uuid(token_id)
     row = None
     if ident is not None:
-        row = await (await conn.execute(queries()["revoke_token"], {
-            "id": ident, "organization_id": org_id,
-        })).fetchone()
+        row = await (
+            await conn.execute(
+                queries()["revoke_token"],
+                {
+                    "id": ident,
+                    "organization_id": org_id,
+                },
+            )
+        ).fetchone()
     if row is None:
         raise not_found(f"token {token_id!r}")
     return row

@@ -48,5 +48,4 @@ class IssuedToken:
     name: str
 
     def public(self) -> dict[str, object]:
-        return {"id": str(self.id), "token": self.token, "scopes": self.scopes,
-                "name": self.name}
+        return {"id": str(self.id), "token": self.token, "scopes": self.scopes, "name": self.name}

@@ -11,8 +11,10 @@ def test_published_openapi_matches_the_service():
 
 def test_openapi_lists_the_plans_paths():
     text = openapi_yaml()
-    for path in ("/api/platform/ai-management/features:",
-                 "/api/platform/ai-management/features/{feature}/settings:",
-                 "/api/platform/ai-management/features/{feature}/settings/rollback:",
-                 "/api/health:"):
+    for path in (
+        "/api/platform/ai-management/features:",
+        "/api/platform/ai-management/features/{feature}/settings:",
+        "/api/platform/ai-management/features/{feature}/settings/rollback:",
+        "/api/health:",
+    ):
         assert path in text

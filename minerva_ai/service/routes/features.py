@@ -57,7 +57,8 @@ def view(row: dict[str, Any], include_metrics: bool = False) -> dict[str, Any]:
 
 @router.get("/features")
 async def features_list(
-    state: StateDep, principal: Reader,
+    state: StateDep,
+    principal: Reader,
     status: Status | None = None,
     search: Annotated[str | None, Query(max_length=200)] = None,
     include_metrics: bool = False,
@@ -67,8 +68,13 @@ async def features_list(
 ) -> JSONResponse:
     async with state.pool.connection() as conn:
         rows, next_cursor = await store.list_features(
-            conn, principal.organization_id, status=status, search=search, cursor=cursor,
-            limit=limit)
+            conn,
+            principal.organization_id,
+            status=status,
+            search=search,
+            cursor=cursor,
+            limit=limit,
+        )
     return page([view(r, include_metrics) for r in rows], next_cursor)
 
 
@@ -82,19 +88,22 @@ async def features_create(state: StateDep, principal: Writer, body: FeatureCreat
 
 
 @router.get("/features/{feature}")
-async def features_show(state: StateDep, principal: Reader, feature: str,
-                        include_metrics: bool = False) -> JSONResponse:
+async def features_show(
+    state: StateDep, principal: Reader, feature: str, include_metrics: bool = False
+) -> JSONResponse:
     async with state.pool.connection() as conn:
         row = await store.get_feature(conn, principal.organization_id, feature)
     return ok(view(row, include_metrics))
 
 
 @router.patch("/features/{feature}")
-async def features_update(state: StateDep, principal: Writer, feature: str,
-                          body: FeatureUpdate) -> JSONResponse:
+async def features_update(
+    state: StateDep, principal: Writer, feature: str, body: FeatureUpdate
+) -> JSONResponse:
     async with state.pool.connection() as conn:
-        row = await store.update_feature(conn, principal.organization_id, feature,
-                                         body.model_dump(exclude_none=True))
+        row = await store.update_feature(
+            conn, principal.organization_id, feature, body.model_dump(exclude_none=True)
+        )
     return ok(view(row))
 
 

@@ -28,15 +28,17 @@ def _none_match(header: str, version: int) -> bool:
     """Whether If-None-Match names this version: a list, weak tags (a proxy that compresses
     weakens ETags) and ``*`` all count, as RFC 9110 says."""
     current = etag(version)
-    return any(tag.strip() == "*" or tag.strip().removeprefix("W/") == current
-               for tag in header.split(","))
+    return any(
+        tag.strip() == "*" or tag.strip().removeprefix("W/") == current for tag in header.split(",")
+    )
 
 
 def _version_from_etag(value: str) -> int:
     match = _ETAG.match(value.strip())
     if match is None:
-        raise ApiError(400, f'If-Match {value!r} is not a settings version (expected "v3")',
-                       "bad_request")
+        raise ApiError(
+            400, f'If-Match {value!r} is not a settings version (expected "v3")', "bad_request"
+        )
     return int(match.group(1))
 
 
@@ -55,11 +57,18 @@ def _base_version(body: dict[str, Any], if_match: str | None) -> int:
     if version is None and if_match is not None:
         return _version_from_etag(if_match)
     if version is None:
-        raise ApiError(428, "say which version your change is based on: `version` in the body "
-                       'or an If-Match: "v<version>" header', "precondition_required")
+        raise ApiError(
+            428,
+            "say which version your change is based on: `version` in the body "
+            'or an If-Match: "v<version>" header',
+            "precondition_required",
+        )
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ApiError(422, "version must be a positive integer",
-                       details=[{"field": "version", "message": "must be a positive integer"}])
+        raise ApiError(
+            422,
+            "version must be a positive integer",
+            details=[{"field": "version", "message": "must be a positive integer"}],
+        )
     return version
 
 
@@ -67,8 +76,14 @@ async def _publish(state: AppState, feature: dict[str, Any], view: dict[str, Any
     await state.bus.publish(f"settings:{feature['id']}", {**view, "feature": feature["name"]})
 
 
-async def _write(state: AppState, principal: Principal, feature_ref: str, base: int,
-                 sections: dict[str, Any], rollback_of: int | None = None) -> JSONResponse:
+async def _write(
+    state: AppState,
+    principal: Principal,
+    feature_ref: str,
+    base: int,
+    sections: dict[str, Any],
+    rollback_of: int | None = None,
+) -> JSONResponse:
     async with state.pool.connection() as conn:
         feature = await store.get_feature(conn, principal.organization_id, feature_ref)
         row = await store.write_settings(conn, principal, feature, base, sections, rollback_of)
@@ -78,8 +93,12 @@ async def _write(state: AppState, principal: Principal, feature_ref: str, base: 
 
 
 @router.get("/features/{feature}/settings")
-async def settings_get(state: StateDep, principal: Reader, feature: str,
-                       if_none_match: Annotated[str | None, Header()] = None) -> Response:
+async def settings_get(
+    state: StateDep,
+    principal: Reader,
+    feature: str,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
     async with state.pool.connection() as conn:
         row = await store.get_feature(conn, principal.organization_id, feature)
         if if_none_match is not None and _none_match(if_none_match, row["settings_version"]):
@@ -89,15 +108,25 @@ async def settings_get(state: StateDep, principal: Reader, feature: str,
 
 
 @router.put("/features/{feature}/settings")
-async def settings_put(request: Request, state: StateDep, principal: Writer, feature: str,
-                       if_match: Annotated[str | None, Header()] = None) -> JSONResponse:
+async def settings_put(
+    request: Request,
+    state: StateDep,
+    principal: Writer,
+    feature: str,
+    if_match: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
     """Replace the sections the body names; sections it leaves out are kept."""
     body = await _json_body(request)
     unknown = sorted(set(body) - {"version", "settings"})
     if unknown:
-        raise ApiError(422, f"unknown field {', '.join(unknown)}", details=[
-            {"field": name, "message": "unknown field (allowed: version, settings)"}
-            for name in unknown])
+        raise ApiError(
+            422,
+            f"unknown field {', '.join(unknown)}",
+            details=[
+                {"field": name, "message": "unknown field (allowed: version, settings)"}
+                for name in unknown
+            ],
+        )
     base = _base_version(body, if_match)
     sections, problems = validate_sections(body.get("settings", {}))
     if problems:
@@ -108,8 +137,11 @@ async def settings_put(request: Request, state: StateDep, principal: Writer, fea
 
 @router.get("/features/{feature}/settings/history")
 async def settings_history(
-    state: StateDep, principal: Reader, feature: str,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None,
+    state: StateDep,
+    principal: Reader,
+    feature: str,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
 ) -> JSONResponse:
     async with state.pool.connection() as conn:
         row = await store.get_feature(conn, principal.organization_id, feature)
@@ -118,8 +150,9 @@ async def settings_history(
 
 
 @router.get("/features/{feature}/settings/versions/{version}")
-async def settings_version(state: StateDep, principal: Reader, feature: str,
-                           version: int) -> JSONResponse:
+async def settings_version(
+    state: StateDep, principal: Reader, feature: str, version: int
+) -> JSONResponse:
     async with state.pool.connection() as conn:
         row = await store.get_feature(conn, principal.organization_id, feature)
         settings = await store.get_settings(conn, row["id"], version)
@@ -127,19 +160,26 @@ async def settings_version(state: StateDep, principal: Reader, feature: str,
 
 
 @router.post("/features/{feature}/settings/rollback")
-async def settings_rollback(request: Request, state: StateDep, principal: Writer,
-                            feature: str) -> JSONResponse:
+async def settings_rollback(
+    request: Request, state: StateDep, principal: Writer, feature: str
+) -> JSONResponse:
     """Create a new version equal to an old one (history is never rewritten)."""
     body = await _json_body(request)
     target = body.get("version")
     if not isinstance(target, int) or isinstance(target, bool) or target < 1:
-        raise ApiError(422, "version (the one to roll back to) must be a positive integer",
-                       details=[{"field": "version", "message": "must be a positive integer"}])
+        raise ApiError(
+            422,
+            "version (the one to roll back to) must be a positive integer",
+            details=[{"field": "version", "message": "must be a positive integer"}],
+        )
     async with state.pool.connection() as conn:
         row = await store.get_feature(conn, principal.organization_id, feature)
         old = await store.get_settings(conn, row["id"], target)
     base = body.get("base_version", row["settings_version"])
     if not isinstance(base, int) or isinstance(base, bool):
-        raise ApiError(422, "base_version must be an integer",
-                       details=[{"field": "base_version", "message": "must be an integer"}])
+        raise ApiError(
+            422,
+            "base_version must be an integer",
+            details=[{"field": "base_version", "message": "must be an integer"}],
+        )
     return await _write(state, principal, feature, base, old["settings"], rollback_of=target)

@@ -26,10 +26,12 @@ async def whoami(state: StateDep, principal: AnyToken) -> JSONResponse:
     async with state.pool.connection() as conn:
         tokens = await store.list_tokens(conn, principal.organization_id)
     token = next(t for t in tokens if t["id"] == principal.token_id)
-    return ok({
-        "organization": {"id": principal.organization_id, "name": principal.organization_name},
-        "token": token,
-    })
+    return ok(
+        {
+            "organization": {"id": principal.organization_id, "name": principal.organization_name},
+            "token": token,
+        }
+    )
 
 
 @router.get("/tokens")
@@ -43,8 +45,9 @@ async def tokens_list(state: StateDep, principal: Admin) -> JSONResponse:
 async def tokens_create(state: StateDep, principal: Admin, body: TokenCreate) -> JSONResponse:
     scopes = list(dict.fromkeys(body.scopes))
     async with state.pool.connection() as conn:
-        token = await store.create_token(conn, principal.organization_id,
-                                         body.name or f"{'+'.join(scopes)} token", scopes)
+        token = await store.create_token(
+            conn, principal.organization_id, body.name or f"{'+'.join(scopes)} token", scopes
+        )
     return ok(token, 201)
 
 

@@ -56,8 +56,11 @@ class Session:
         if token is not None and not await self._authenticate(token):
             await self._flush_and_close(CLOSE_UNAUTHENTICATED)
             return
-        tasks = [asyncio.create_task(self._writer()), asyncio.create_task(self._heartbeat()),
-                 asyncio.create_task(self._auth_deadline())]
+        tasks = [
+            asyncio.create_task(self._writer()),
+            asyncio.create_task(self._heartbeat()),
+            asyncio.create_task(self._auth_deadline()),
+        ]
         try:
             await self._reader()
         finally:
@@ -173,8 +176,10 @@ class Session:
         if key not in self.subscriptions:
             sub = self.state.bus.subscribe(f"settings:{feature['id']}", maxsize=100)
             self.subscriptions[key] = (sub, asyncio.create_task(self._pump(sub)))
-        self.send("subscribed", {"channel": channel, "feature_id": str(feature["id"]),
-                                 "feature": feature["name"]})
+        self.send(
+            "subscribed",
+            {"channel": channel, "feature_id": str(feature["id"]), "feature": feature["name"]},
+        )
 
     async def _pump(self, sub: Subscription) -> None:
         while True:
