@@ -9,7 +9,7 @@ from uuid import UUID
 
 import orjson
 from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 
 from minerva_ai.service.db import Row, queries
 from minerva_ai.service.deps import Principal
@@ -191,8 +191,8 @@ async def _insert_version(
             {
                 "feature_id": feature_id,
                 "version": version,
-                "settings": Jsonb(settings),
-                "diff": Jsonb(diff),
+                "settings": Json(settings),
+                "diff": Json(diff),
                 "author_token_id": principal.token_id,
                 "author_name": principal.token_name,
                 "rollback_of": rollback_of,

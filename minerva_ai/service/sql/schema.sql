@@ -37,8 +37,8 @@ CREATE TABLE features (
 CREATE TABLE feature_settings (
     feature_id       uuid NOT NULL REFERENCES features (id) ON DELETE CASCADE,
     version          integer NOT NULL CHECK (version > 0),
-    settings         jsonb NOT NULL,
-    diff             jsonb NOT NULL DEFAULT '[]',
+    settings         json NOT NULL,  -- json, not jsonb: keeps the order keys were written in
+    diff             json NOT NULL DEFAULT '[]',
     author_token_id  uuid REFERENCES api_tokens (id) ON DELETE SET NULL,
     author_name      text NOT NULL,
     rollback_of      integer,
