@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 
 from minerva_ai.service import admin, embedded
-from minerva_ai.service.app import UVICORN_OPTIONS, create_app
+from minerva_ai.service.app import UVICORN_OPTIONS, Server, create_app
 from minerva_ai.service.config import ServiceConfig
 
 EXTERNAL_DATABASE_URL = os.environ.get("DATABASE_URL")
@@ -92,7 +92,7 @@ class ThreadedServer:
 
     def __init__(self, app: object) -> None:
         config = uvicorn.Config(app, host="127.0.0.1", port=0, **UVICORN_OPTIONS)  # type: ignore[arg-type]
-        self.server = uvicorn.Server(config)
+        self.server = Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
@@ -17,10 +22,14 @@ from minerva_ai.service.bus import Bus
 from minerva_ai.service.config import ServiceConfig
 from minerva_ai.service.db import Row
 from minerva_ai.service.deps import AppState
+from minerva_ai.service.log_follow import FollowHub
+from minerva_ai.service.logs import maintain
 from minerva_ai.service.responses import JSONResponse, error_body
-from minerva_ai.service.routes import features, health, settings, tokens, websocket
+from minerva_ai.service.routes import features, health, logs, settings, tokens, websocket
 
 API_PREFIX = "/api/platform/ai-management"
+LOG_MAINTENANCE_EVERY_S = 3600
+log = logging.getLogger("minerva_ai.service")
 
 
 def _size(limit: int) -> str:
@@ -88,6 +97,33 @@ class _BodyTooLarge(Exception):
     pass
 
 
+async def _maintain_logs(state: AppState) -> None:
+    """Create tomorrow's log partitions and drop expired ones, now and every hour."""
+    while True:
+        try:
+            async with state.pool.connection() as conn:
+                dropped = await maintain(conn, state.partitions, state.config.log_retention)
+            if dropped:
+                log.info("log retention dropped %s", ", ".join(dropped))
+        except Exception as exc:  # the database may be down: try again next time
+            log.warning("log maintenance failed: %s", exc)
+        await asyncio.sleep(LOG_MAINTENANCE_EVERY_S)
+
+
+class Server(uvicorn.Server):
+    """uvicorn that tells the app it is stopping before it waits for open responses,
+    so SSE streams and follows end at once instead of holding the shutdown up."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app: Any = self.config.loaded_app
+        while app is not None and not isinstance(app, FastAPI):
+            app = getattr(app, "app", None)
+        state = getattr(app.state, "minerva", None) if app is not None else None
+        if isinstance(state, AppState):
+            state.stopping.set()
+        await super().shutdown(sockets)
+
+
 def create_app(config: ServiceConfig | None = None) -> FastAPI:
     """Build the service; configuration comes from the environment unless given."""
     config = config or ServiceConfig.from_env()
@@ -110,10 +146,16 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         await pool.open(wait=True, timeout=30)
         bus = Bus(config.redis_url)
         await bus.start()
-        app.state.minerva = AppState(config=config, pool=pool, bus=bus)
+        state = AppState(config=config, pool=pool, bus=bus, follow=FollowHub(pool, bus))
+        app.state.minerva = state
+        maintenance = asyncio.create_task(_maintain_logs(state), name="log-maintenance")
         try:
             yield
         finally:
+            state.stopping.set()
+            maintenance.cancel()
+            await asyncio.gather(maintenance, return_exceptions=True)
+            await state.follow.close()
             await bus.close()
             await pool.close()
 
@@ -126,7 +168,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     )
     errors.install(app)
     app.include_router(health.router)
-    for module in (features, settings, tokens, websocket):
+    for module in (features, settings, logs, tokens, websocket):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     return app

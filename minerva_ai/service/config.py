@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 from minerva_ai.errors import ConfigError
 
@@ -21,6 +22,16 @@ def _number(name: str, default: float, minimum: float = 0) -> float:
     return value
 
 
+def _days(name: str, default: int) -> timedelta:
+    """A whole number of days, as ``30`` or ``30d`` (logs are kept in daily partitions)."""
+    raw = os.environ.get(name, "").strip().lower().removesuffix("d")
+    if not raw:
+        return timedelta(days=default)
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name}={os.environ[name]!r} must be a whole number of days, e.g. 30d")
+    return timedelta(days=int(raw))
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     database_url: str
@@ -31,6 +42,7 @@ class ServiceConfig:
     ws_heartbeat_s: float = 15.0
     ws_auth_timeout_s: float = 10.0
     pool_max_size: int = 20
+    log_retention: timedelta = timedelta(days=30)
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
@@ -50,4 +62,5 @@ class ServiceConfig:
             ws_heartbeat_s=_number("MINERVA_WS_HEARTBEAT", 15.0, 0.05),
             ws_auth_timeout_s=_number("MINERVA_WS_AUTH_TIMEOUT", 10.0, 0.05),
             pool_max_size=int(_number("MINERVA_POOL_SIZE", 20, 2)),
+            log_retention=_days("MINERVA_LOG_RETENTION", 30),
         )

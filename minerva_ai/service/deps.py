@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -14,6 +15,8 @@ from minerva_ai.service.bus import Bus
 from minerva_ai.service.config import ServiceConfig
 from minerva_ai.service.db import Row, queries
 from minerva_ai.service.errors import ApiError
+from minerva_ai.service.log_follow import FollowHub
+from minerva_ai.service.logs import Partitions
 from minerva_ai.service.tokens import grants, hash_token
 
 
@@ -24,6 +27,10 @@ class AppState:
     config: ServiceConfig
     pool: AsyncConnectionPool[AsyncConnection[Row]]
     bus: Bus
+    follow: FollowHub
+    partitions: Partitions = field(default_factory=Partitions)
+    # Set when the server starts shutting down: streams end instead of holding it up.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(frozen=True)

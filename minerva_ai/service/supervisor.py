@@ -286,9 +286,9 @@ def _graceful_timeout() -> float:
 
 def _supervised_server(config: uvicorn.Config) -> uvicorn.Server:
     """A uvicorn server whose signals the supervisor handles (it must outlive uvicorn)."""
-    import uvicorn
+    from minerva_ai.service.app import Server
 
-    class SupervisedServer(uvicorn.Server):
+    class SupervisedServer(Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             yield
@@ -480,10 +480,10 @@ def serve(options: ServeOptions) -> None:
 
 def worker_main(fd: int) -> None:
     """One worker process: uvicorn on the supervisor's listening socket."""
-    import uvicorn
+    from minerva_ai.service.app import Server
 
     listener = socket.socket(fileno=fd)
-    uvicorn.Server(_uvicorn_config()).run(sockets=[listener])
+    Server(_uvicorn_config()).run(sockets=[listener])
 
 
 def _main(argv: list[str]) -> int:

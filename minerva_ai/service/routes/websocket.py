@@ -15,16 +15,19 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
-from minerva_ai.service import store
+from minerva_ai.service import logs, store
 from minerva_ai.service.bus import Subscription
 from minerva_ai.service.deps import AppState, Principal, bearer_token, principal_for
 from minerva_ai.service.errors import ApiError
+from minerva_ai.service.log_follow import Overflow
 from minerva_ai.service.responses import dumps
+from minerva_ai.service.routes import logs as logs_routes
 
 router = APIRouter(tags=["realtime"])
 
-CHANNELS = ("settings",)
-LATER_CHANNELS = ("logs", "metrics", "alerts")
+CHANNELS = ("settings", "logs")
+LATER_CHANNELS = ("metrics", "alerts")
+LOG_BATCHES_QUEUED = 8  # per logs subscription; beyond it the client gets `overflow`
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_POLICY = 1008
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -41,7 +44,7 @@ class Session:
         self.default_feature = default_feature
         self.principal: Principal | None = None
         self.outgoing: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1000)
-        self.subscriptions: dict[tuple[str, str], tuple[Subscription, asyncio.Task[None]]] = {}
+        self.subscriptions: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.authenticated = asyncio.Event()
 
     def send(self, kind: str, data: dict[str, Any]) -> None:
@@ -64,11 +67,10 @@ class Session:
         try:
             await self._reader()
         finally:
-            for task in tasks + [t for _, t in self.subscriptions.values()]:
+            pumps = list(self.subscriptions.values())
+            for task in tasks + pumps:
                 task.cancel()
-            for sub, _ in self.subscriptions.values():
-                sub.close()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *pumps, return_exceptions=True)
 
     async def _flush_and_close(self, code: int) -> None:
         while not self.outgoing.empty():
@@ -152,39 +154,130 @@ class Session:
             self.error("unknown_channel", f"channel {channel!r} is not available yet")
             return
         if channel not in CHANNELS:
-            self.error("unknown_channel", f"unknown channel {channel!r} (try: settings)")
+            self.error("unknown_channel", f"unknown channel {channel!r} (try: settings, logs)")
             return
         ref = data.get("feature") or self.default_feature
-        if not ref:
+        if not ref and channel == "settings":
             self.error("bad_message", "subscribe needs a `feature` (or ?featureId= on the URL)")
             return
         try:
             self.principal.require("read")
-            async with self.state.pool.connection() as conn:
-                feature = await store.get_feature(conn, self.principal.organization_id, str(ref))
+            feature = None
+            if ref:
+                async with self.state.pool.connection() as conn:
+                    feature = await store.get_feature(
+                        conn, self.principal.organization_id, str(ref)
+                    )
         except ApiError as exc:
             self.error(exc.code, exc.message)
             return
-        key = (channel, str(feature["id"]))
+        feature_id = str(feature["id"]) if feature else None
+        key = (channel, feature_id or "*")
         if kind == "unsubscribe":
             existing = self.subscriptions.pop(key, None)
             if existing is not None:
-                existing[0].close()
-                existing[1].cancel()
-            self.send("unsubscribed", {"channel": channel, "feature_id": str(feature["id"])})
+                existing.cancel()
+            self.send("unsubscribed", {"channel": channel, "feature_id": feature_id})
             return
-        if key not in self.subscriptions:
-            sub = self.state.bus.subscribe(f"settings:{feature['id']}", maxsize=100)
-            self.subscriptions[key] = (sub, asyncio.create_task(self._pump(sub)))
-        self.send(
-            "subscribed",
-            {"channel": channel, "feature_id": str(feature["id"]), "feature": feature["name"]},
+        reply = {
+            "channel": channel,
+            "feature_id": feature_id,
+            "feature": feature["name"] if feature else None,
+        }
+        if channel == "logs":
+            await self._subscribe_logs(key, data, feature, reply)
+        elif key not in self.subscriptions:
+            sub = self.state.bus.subscribe(f"settings:{feature_id}", maxsize=100)
+            self.subscriptions[key] = asyncio.create_task(self._settings_pump(sub))
+            self.send("subscribed", reply)
+        else:
+            self.send("subscribed", reply)
+
+    async def _settings_pump(self, sub: Subscription) -> None:
+        try:
+            while True:
+                self.send("settings_update", await sub.get())
+        finally:
+            sub.close()
+
+    async def _subscribe_logs(
+        self,
+        key: tuple[str, str],
+        data: dict[str, Any],
+        feature: dict[str, Any] | None,
+        reply: dict[str, Any],
+    ) -> None:
+        assert self.principal is not None
+        filters = data.get("filters") or {}
+        after = data.get("after")
+        if not isinstance(filters, dict) or (after is not None and not isinstance(after, str)):
+            self.error("bad_message", "`filters` is an object and `after` a cursor string")
+            return
+        unknown = sorted(set(filters) - {"level", "source", "q", "request_id"})
+        if unknown:
+            self.error(
+                "bad_message",
+                f"unknown filter {', '.join(unknown)} (allowed: level, source, q, request_id)",
+            )
+            return
+        org_id = self.principal.organization_id
+        try:
+            log_filter = await logs_routes.log_filter(
+                self.state,
+                self.principal,
+                feature=str(feature["id"]) if feature else None,
+                since=None,
+                until=None,
+                **{k: filters.get(k) for k in ("level", "source", "q", "request_id")},
+            )
+            start = logs_routes.parse_cursor(after, "after")
+            async with self.state.pool.connection() as conn:
+                if start is None:
+                    start = await logs.current_cursor(conn, org_id)
+                expired = await logs.expired_before(conn, org_id, start)
+        except ApiError as exc:
+            self.error(exc.code, exc.message)
+            return
+        previous = self.subscriptions.pop(key, None)
+        if previous is not None:
+            previous.cancel()
+        self.send("subscribed", {**reply, "after": str(start)})
+        if expired:
+            self.send(
+                "gap",
+                {
+                    "channel": "logs",
+                    "feature_id": reply["feature_id"],
+                    "reason": "expired",
+                    "before": expired,
+                },
+            )
+        self.subscriptions[key] = asyncio.create_task(
+            self._logs_pump(org_id, log_filter, start, reply["feature_id"])
         )
 
-    async def _pump(self, sub: Subscription) -> None:
-        while True:
-            event = await sub.get()
-            self.send("settings_update", event)
+    async def _logs_pump(
+        self, org_id: Any, log_filter: logs.LogFilter, after: int, feature_id: str | None
+    ) -> None:
+        """Send matching entries; on falling behind, say `overflow` with the cursor to resume."""
+        last = after
+        try:
+            async for batch in self.state.follow.follow(
+                org_id, log_filter, after, maxsize=LOG_BATCHES_QUEUED
+            ):
+                for row in batch:
+                    frame = dumps({"type": "log", "data": logs.entry_view(row)})
+                    await self.outgoing.put(frame)  # waits while the client reads slowly
+                    last = row["seq"]
+        except Overflow:
+            await self.outgoing.put(
+                dumps(
+                    {
+                        "type": "overflow",
+                        "data": {"channel": "logs", "feature_id": feature_id, "cursor": str(last)},
+                    }
+                )
+            )
 
 
 @router.websocket("/websocket")

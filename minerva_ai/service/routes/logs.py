@@ -1,0 +1,334 @@
+"""Logs: batch ingest, filtered pages (both directions), streamed export, SSE follow."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from starlette.responses import StreamingResponse
+
+from minerva_ai import loglevels, logregex
+from minerva_ai.errors import UsageError
+from minerva_ai.service import logs, store
+from minerva_ai.service.deps import AppState, Principal, Reader, StateDep, scope
+from minerva_ai.service.errors import ApiError
+from minerva_ai.service.log_follow import Overflow
+from minerva_ai.service.responses import JSONResponse, dumps, ok
+
+router = APIRouter(tags=["logs"])
+
+Ingester = Annotated[Principal, scope("ingest")]
+Limit = Annotated[int, Query(ge=1, le=1000, description="entries per page")]
+NDJSON = "application/x-ndjson"
+EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": NDJSON, "json": "application/json"}
+
+
+def parse_cursor(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise ApiError(
+            400,
+            f"{name} {value!r} is not a log cursor",
+            "bad_request",
+            [{"field": f"query parameter {name}", "message": "not a log cursor"}],
+        )
+    return int(value)
+
+
+def _parse_time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ApiError(
+            400,
+            f"{name} {value!r} must be an ISO 8601 time with an offset",
+            "bad_request",
+            [{"field": f"query parameter {name}", "message": "ISO 8601 with offset"}],
+        )
+    return moment
+
+
+async def log_filter(
+    state: AppState,
+    principal: Principal,
+    *,
+    feature: str | None,
+    level: str | None,
+    source: str | None,
+    since: str | None,
+    until: str | None,
+    q: str | None,
+    request_id: str | None,
+) -> logs.LogFilter:
+    """Turn query parameters (shared by every read path) into a LogFilter; 400 when bad."""
+    feature_id: uuid.UUID | None = None
+    if feature is not None:
+        async with state.pool.connection() as conn:
+            feature_id = (await store.get_feature(conn, principal.organization_id, feature))["id"]
+    try:
+        levels = tuple(loglevels.expand(level)) if level is not None else None
+        if q is not None:
+            logregex.check(q)
+    except UsageError as exc:
+        name = "level" if level is not None and "level" in str(exc) else "q"
+        raise ApiError(
+            400,
+            str(exc),
+            "bad_request",
+            [{"field": f"query parameter {name}", "message": str(exc)}],
+        ) from None
+    return logs.LogFilter(
+        feature_id=feature_id,
+        levels=levels,
+        source=source,
+        since=_parse_time(since, "since"),
+        until=_parse_time(until, "until"),
+        pattern=q,
+        request_id=request_id,
+    )
+
+
+FilterParams = dict[str, Any]
+
+
+def _filters(
+    feature: str | None = None,
+    level: str | None = None,
+    source: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    q: str | None = None,
+    request_id: str | None = None,
+) -> FilterParams:
+    return {
+        "feature": feature,
+        "level": level,
+        "source": source,
+        "since": since,
+        "until": until,
+        "q": q,
+        "request_id": request_id,
+    }
+
+
+@router.post("/logs")
+async def logs_ingest(request: Request, state: StateDep, principal: Ingester) -> JSONResponse:
+    """Store a JSON array (or NDJSON) of entries; bad ones are reported by position."""
+    body = await request.body()
+    ndjson = request.headers.get("content-type", "").split(";")[0].strip() == NDJSON
+    parsed = logs.parse_body(body, ndjson)
+    async with state.pool.connection() as conn:
+        result = await logs.ingest(
+            conn, state.partitions, principal.organization_id, parsed, state.config.log_retention
+        )
+    if result.max_seq:
+        await state.bus.publish(f"logs:{principal.organization_id}", {"seq": result.max_seq})
+    if parsed and not result.stored and not result.duplicates:
+        first = result.rejected[0]
+        raise ApiError(
+            422,
+            f"no entry was accepted; the first problem: {first['error']}",
+            "validation_failed",
+            result.rejected,
+        )
+    return ok(result.as_dict())
+
+
+@router.get("/logs")
+async def logs_list(
+    state: StateDep,
+    principal: Reader,
+    feature: str | None = None,
+    level: str | None = None,
+    source: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    q: Annotated[str | None, Query(description="regex (docs/api/README.md#regex)")] = None,
+    request_id: str | None = None,
+    limit: Limit = 100,
+    cursor: Annotated[str | None, Query(description="page to older entries")] = None,
+    after: Annotated[str | None, Query(description="entries committed after it")] = None,
+) -> JSONResponse:
+    """Newest first (``cursor`` pages older); with ``after``, what committed since, oldest first."""
+    filters = await log_filter(
+        state, principal, **_filters(feature, level, source, since, until, q, request_id)
+    )
+    after_seq = parse_cursor(after, "after")
+    before_seq = parse_cursor(cursor, "cursor")
+    async with state.pool.connection() as conn:
+        rows = await logs.list_logs(
+            conn,
+            principal.organization_id,
+            filters,
+            limit=limit,
+            before=before_seq,
+            after=after_seq,
+        )
+        gap = None
+        if after_seq is not None:
+            expired = await logs.expired_before(conn, principal.organization_id, after_seq)
+            gap = {"reason": "expired", "before": expired} if expired else None
+    items = [logs.entry_view(r) for r in rows]
+    if after_seq is not None:
+        next_cursor: str | None = items[-1]["cursor"] if items else str(after_seq)
+    else:
+        next_cursor = items[-1]["cursor"] if len(items) == limit else None
+    body: dict[str, Any] = {
+        "success": True,
+        "data": items,
+        "count": len(items),
+        "next_cursor": next_cursor,
+    }
+    if gap:
+        body["gap"] = gap
+    return JSONResponse(body)
+
+
+class _JsonArray:
+    """Turn COPY's one-object-per-line output into a JSON array, chunk by chunk."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.pending = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        head = b"" if self.started else b"[\n"
+        self.started = True
+        if self.pending:
+            head += b",\n"
+        if chunk.endswith(b"\n"):
+            self.pending = True
+            return head + chunk[:-1].replace(b"\n", b",\n")
+        self.pending = False
+        return head + chunk.replace(b"\n", b",\n")
+
+    def end(self) -> bytes:
+        return (b"" if self.started else b"[") + b"\n]\n"
+
+
+@router.get("/logs/export")
+async def logs_export(
+    state: StateDep,
+    principal: Reader,
+    format: Literal["json", "jsonl", "csv"] = "jsonl",
+    csv_raw: Annotated[bool, Query(description="do not neutralise formula cells")] = False,
+    feature: str | None = None,
+    level: str | None = None,
+    source: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    q: str | None = None,
+    request_id: str | None = None,
+) -> StreamingResponse:
+    """Every matching entry, oldest first, streamed in constant memory (COPY TO STDOUT)."""
+    filters = await log_filter(
+        state, principal, **_filters(feature, level, source, since, until, q, request_id)
+    )
+    statement = logs.export_statement(
+        principal.organization_id, filters, "csv" if format == "csv" else "json", csv_raw
+    )
+    timeout_ms = int(state.config.export_timeout_s * 1000)
+
+    async def stream() -> AsyncIterator[bytes]:
+        wrapper = _JsonArray() if format == "json" else None
+        async with state.pool.connection() as conn:
+            try:
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
+                    async for chunk in logs.export_chunks(conn, statement):
+                        yield wrapper.feed(chunk) if wrapper else chunk
+            except (asyncio.CancelledError, GeneratorExit):
+                with contextlib.suppress(Exception):
+                    await conn.cancel_safe()
+                raise
+        if wrapper:
+            yield wrapper.end()
+
+    name = f"logs-{datetime.now().strftime('%Y%m%dT%H%M%S')}.{format}"
+    return StreamingResponse(
+        stream(),
+        media_type=EXPORT_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+def sse_event(kind: str, data: Any, event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {kind}\ndata: ".encode() + dumps(data) + b"\n\n"
+
+
+@router.get("/logs/stream")
+async def logs_stream(
+    request: Request,
+    state: StateDep,
+    principal: Reader,
+    feature: str | None = None,
+    level: str | None = None,
+    source: str | None = None,
+    q: str | None = None,
+    request_id: str | None = None,
+    after: Annotated[str | None, Query(description="resume after this cursor")] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Server-sent events: `log` (id = cursor), `gap`, `overflow`; resume with Last-Event-ID."""
+    filters = await log_filter(
+        state, principal, **_filters(feature, level, source, None, None, q, request_id)
+    )
+    start = parse_cursor(last_event_id or after, "after")
+    org_id = principal.organization_id
+    heartbeat = state.config.ws_heartbeat_s
+    if start is None:
+        async with state.pool.connection() as conn:
+            start = await logs.current_cursor(conn, org_id)
+
+    async def stream() -> AsyncIterator[bytes]:
+        async with state.pool.connection() as conn:
+            expired = await logs.expired_before(conn, org_id, start)
+        if expired:
+            yield sse_event("gap", {"reason": "expired", "before": expired})
+        follow = state.follow.follow(org_id, filters, start)
+        stopping = asyncio.ensure_future(state.stopping.wait())
+        step: asyncio.Future[Any] | None = None
+        last = start
+        try:
+            while True:
+                if step is None:
+                    step = asyncio.ensure_future(anext(follow))
+                done, _ = await asyncio.wait(
+                    {step, stopping}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
+                )
+                if stopping in done:
+                    return
+                if step not in done:
+                    yield b": heartbeat\n\n"
+                    continue
+                batch, step = step.result(), None
+                for row in batch:
+                    view = logs.entry_view(row)
+                    last = row["seq"]
+                    yield sse_event("log", view, view["cursor"])
+        except Overflow:
+            yield sse_event("overflow", {"cursor": str(last)})
+        finally:
+            stopping.cancel()
+            if step is not None:
+                step.cancel()
+                with contextlib.suppress(BaseException):
+                    await step
+            await follow.aclose()
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
