@@ -2,12 +2,16 @@
 
 Both apps run with the service's own ``UVICORN_OPTIONS``, one worker; the databases come
 from DATABASE_URL and REDIS_URL, as for ``minerva-ai server start`` with external servers.
+BENCH_UVICORN_OPTIONS (a JSON object) overrides some of those options, to measure a change
+(e.g. ``{"ws_per_message_deflate": false}``).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import json
+import os
 import signal
 from pathlib import Path
 
@@ -35,7 +39,8 @@ def main() -> None:
         signal.signal(signal.SIGTERM, lambda *_: None)
         profiler.enable()
     try:
-        uvicorn.run(app, host="127.0.0.1", port=args.port, workers=1, **UVICORN_OPTIONS)  # type: ignore[arg-type]
+        options = {**UVICORN_OPTIONS, **json.loads(os.environ.get("BENCH_UVICORN_OPTIONS") or "{}")}
+        uvicorn.run(app, host="127.0.0.1", port=args.port, workers=1, **options)  # type: ignore[arg-type]
     finally:
         if profiler is not None:
             profiler.disable()

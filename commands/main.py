@@ -30,6 +30,7 @@ Exit codes:
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "auth": ("minerva_ai.commands.auth:auth", "Log in, check who you are, manage API tokens."),
     "features": ("minerva_ai.commands.features:features", "List, create and change AI features."),
+    "logs": ("minerva_ai.commands.logs:logs", "Send, tail, follow and export log entries."),
     "server": (
         "minerva_ai.commands.server:server",
         "Run the minerva-ai service, and administer its database directly.",
@@ -99,9 +100,10 @@ def _report(exc: Exception, state: State) -> None:
     from minerva_ai.output import style
 
     color = state.stderr_color()
-    click.echo(style(f"error: {exc}", "red", enabled=color), err=True)
+    lines = _detail_lines(exc.details) if isinstance(exc, ServiceError) else []
+    click.echo(style(f"error: {_headline(exc, lines)}", "red", enabled=color), err=True)
     if isinstance(exc, ServiceError):
-        for line in _detail_lines(exc.details):
+        for line in lines:
             click.echo(f"  {line}", err=True)
         if isinstance(exc, AuthError) and exc.status == 401:
             hint = "hint: log in with `minerva-ai auth login --with-token` (token on stdin)"
@@ -109,6 +111,16 @@ def _report(exc: Exception, state: State) -> None:
         state.debug(f"{exc.status} {exc.code} from {exc.url}")
     if state.verbose:
         click.echo("".join(traceback.format_exception(exc)), err=True, nl=False)
+
+
+def _headline(exc: Exception, lines: list[str]) -> str:
+    """The error's message, without the field list that follows it on separate lines."""
+    message = str(exc)
+    if not lines or not all(line in message for line in lines):
+        return message
+    head = message[: message.index(lines[0])].rstrip(" :;")
+    code = exc.code if isinstance(exc, ServiceError) else "error"
+    return f"{head}:" if head else f"the service refused the request ({code}):"
 
 
 def _detail_lines(details: Any) -> list[str]:

@@ -7,6 +7,7 @@ the config and the renderers are imported when a command first needs them.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -151,6 +152,37 @@ def limit_option(func: F) -> F:
         help="Show at most N items (default: 30 on a terminal, all when piped; 0 = all).",
     )
     return option(func)
+
+
+class Progress:
+    """A progress line on stderr: rewritten in place on a terminal; with ``-v`` when
+    stderr is not a terminal, a line now and then; never with ``-q``."""
+
+    def __init__(self, state: State, every: float = 0.2) -> None:
+        self.tty = sys.stderr.isatty()
+        self.enabled = not state.quiet and (self.tty or state.verbose)
+        self.every = every if self.tty else max(every, 1.0)
+        self._last = 0.0
+        self._shown = False
+
+    def update(self, text: str) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self._last < self.every:
+            return
+        self._last = now
+        if self.tty:
+            sys.stderr.write(f"\r\x1b[K{text}")
+            self._shown = True
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def clear(self) -> None:
+        """Remove the progress line (before the final message)."""
+        if self._shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self._shown = False
 
 
 class HelpGroup(click.Group):

@@ -1,19 +1,54 @@
 #!/usr/bin/env bash
-# `make demo`: start (or reuse) the demo service on embedded databases, then tour the CLI.
-# `make demo-stop` runs this with `stop`. Everything lives under .demo/ (git-ignored):
-# the service's home, its CLI profile and its log; nothing touches your own config.
+# `make demo`: start (or reuse) the demo service on embedded databases and its traffic
+# generator, then tour the CLI. `make demo-stop` runs this with `stop`. Everything lives
+# under .demo/ (git-ignored): the service's home, its CLI profile, the logs of both and
+# the generator's pid; nothing touches your own config.
 set -euo pipefail
 
 BIN=${BIN:-.venv/bin}
 DEMO_PORT=${DEMO_PORT:-8765}
 DEMO_DIR=$(dirname "$MINERVA_HOME")
 CLI="$BIN/minerva-ai"
+TRAFFIC_PID="$DEMO_DIR/traffic.pid"
+TRAFFIC_LOG="$DEMO_DIR/traffic.log"
 mkdir -p "$DEMO_DIR"
 
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 run() { say "minerva-ai $*"; "$CLI" "$@"; }
 
+# The generator's pid, when the process it names is still our traffic.py.
+traffic_pid() {
+    local pid
+    pid=$(cat "$TRAFFIC_PID" 2>/dev/null) || return 1
+    case "$(ps -p "${pid:-0}" -o args= 2>/dev/null)" in
+        *examples/traffic.py*) echo "$pid" ;;
+        *) return 1 ;;
+    esac
+}
+
+stop_traffic() {
+    local pid
+    if pid=$(traffic_pid); then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        echo "traffic generator stopped (pid $pid)"
+    fi
+    rm -f "$TRAFFIC_PID"
+}
+
+start_traffic() {
+    echo "starting the traffic generator (log: $TRAFFIC_LOG)"
+    nohup "$BIN/python" examples/traffic.py --duration "${DEMO_TRAFFIC_DURATION:-1h}" \
+        >>"$TRAFFIC_LOG" 2>&1 </dev/null &
+    echo $! >"$TRAFFIC_PID"
+}
+
 if [ "${1:-}" = "stop" ]; then
+    stop_traffic
     if "$CLI" server info >/dev/null 2>&1; then
         "$CLI" server stop
         echo "demo stopped"
@@ -27,7 +62,13 @@ if "$CLI" server info >/dev/null 2>&1 \
     && "$BIN/python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" \
         "http://127.0.0.1:$DEMO_PORT/api/health" 2>/dev/null; then
     echo "reusing the demo service already running on port $DEMO_PORT"
+    if pid=$(traffic_pid); then
+        echo "reusing the traffic generator already running (pid $pid)"
+    else
+        start_traffic
+    fi
 else
+    stop_traffic
     "$CLI" server stop >/dev/null 2>&1 || true
     echo "starting the demo service on http://127.0.0.1:$DEMO_PORT (log: $DEMO_DIR/server.log)"
     nohup "$CLI" server start --demo --port "$DEMO_PORT" >>"$DEMO_DIR/server.log" 2>&1 &
@@ -44,7 +85,14 @@ else
         fi
         sleep 0.2
     done
+    start_traffic
 fi
+
+# Wait (boundedly) for the generator's first entries, so the tour has logs to show.
+for _ in $(seq 1 100); do
+    [ -n "$("$CLI" logs tail -n 1 -o jsonl 2>/dev/null)" ] && break
+    sleep 0.2
+done
 
 run --version
 run auth status
@@ -55,12 +103,18 @@ run features settings set photo-tagging --set rate_limits.requests_per_minute=15
 run features settings set photo-tagging examples/settings/photo-tagging-rate-limits.yaml
 run features settings history photo-tagging
 run features list -o json --status maintenance
+run logs tail -n 5
+run logs tail --level warn+ -n 5
+run logs export -o csv --since 5m --out "$DEMO_DIR/logs.csv"
 
 cat <<TXT
 
-The demo service keeps running at http://127.0.0.1:$DEMO_PORT with its data in $MINERVA_HOME.
+The demo service keeps running at http://127.0.0.1:$DEMO_PORT with its data in $MINERVA_HOME,
+and a traffic generator writes logs to it for an hour (log: $TRAFFIC_LOG).
 Use it from this shell with:
-    export MINERVA_CONFIG_DIR=$MINERVA_CONFIG_DIR
+    export MINERVA_CONFIG_DIR=$MINERVA_CONFIG_DIR MINERVA_PROFILE=local
     $CLI features list
-Stop it with:  make demo-stop
+    $CLI logs tail -f                 # live logs; Ctrl-C to stop
+    $CLI logs tail -f --level warn+   # only warnings and worse
+Stop both with:  make demo-stop
 TXT

@@ -8,6 +8,7 @@ transport (``httpx.MockTransport`` in tests).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -30,10 +31,12 @@ from minerva_ai.errors import (
 )
 from minerva_ai.resources import (
     AsyncFeatures,
+    AsyncLogs,
     AsyncSettings,
     AsyncTokens,
     Call,
     Features,
+    Logs,
     Settings,
     Tokens,
     segment,
@@ -154,46 +157,58 @@ class _BaseClient:
             self._headers["Authorization"] = f"Bearer {token}"
         self._settings_cache: dict[str, tuple[str, JSON]] = {}
 
-    def _build(self, http: httpx.Client | httpx.AsyncClient, call: Call) -> httpx.Request:
+    def _build(
+        self,
+        http: httpx.Client | httpx.AsyncClient,
+        call: Call,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Request:
+        content = call.content if call.json is None else orjson.dumps(call.json)
         return http.build_request(
             call.method,
             api_path(call.path),
             params=_clean_params(call.params),
-            content=None if call.json is None else orjson.dumps(call.json),
+            content=content,
             headers={
-                **({"Content-Type": "application/json"} if call.json is not None else {}),
+                **({"Content-Type": "application/json"} if content is not None else {}),
                 **(call.headers or {}),
             },
+            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
+
+    @staticmethod
+    def _retryable(call: Call) -> bool:
+        return call.idempotent or call.method in IDEMPOTENT_METHODS
 
     def _debug(self, message: str) -> None:
         if self._log is not None:
             self._log(message)
 
     def _retry_after_error(
-        self, request: httpx.Request, exc: httpx.TransportError, backoff: Backoff
+        self, request: httpx.Request, exc: httpx.TransportError, backoff: Backoff, retryable: bool
     ) -> float:
         """The delay before retrying a failed send, or raise ``UnreachableError``."""
         never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
         delay = backoff.next_delay()
-        if delay is None or not (never_sent or request.method in IDEMPOTENT_METHODS):
+        if delay is None or not (never_sent or retryable):
             raise UnreachableError(self.url, str(exc) or type(exc).__name__) from exc
         self._debug(f"{request.method} {request.url}: {exc!r}; retrying in {delay:.1f}s")
         return delay
 
     def _retry_after_response(
-        self, response: httpx.Response, backoff: Backoff, accept: frozenset[int], started: float
+        self,
+        response: httpx.Response,
+        backoff: Backoff,
+        accept: frozenset[int],
+        started: float,
+        retryable: bool,
     ) -> float | None:
         """The delay before retrying a 503 to an idempotent request, else ``None``."""
         if self._log is not None:
             took = (time.monotonic() - started) * 1000
             request = response.request
             self._log(f"{request.method} {request.url} -> {response.status_code} in {took:.0f} ms")
-        if (
-            response.status_code != 503
-            or 503 in accept
-            or response.request.method not in IDEMPOTENT_METHODS
-        ):
+        if response.status_code != 503 or 503 in accept or not retryable:
             return None
         try:
             at_least = float(response.headers.get("Retry-After", "0"))
@@ -239,11 +254,12 @@ class _BaseClient:
             if cached is None or cached[1].get("version", 0) < update["version"]:
                 self._settings_cache[key] = (_etag(update["version"]), copy.deepcopy(settings))
 
-    def websocket_url(self, feature: str) -> str:
+    def websocket_url(self, feature: str | None = None) -> str:
         """The WebSocket endpoint (ws:// or wss://), with ``featureId`` (never a token)."""
         scheme = "wss" if self.url.startswith("https://") else "ws"
         host_and_path = self.url.split("://", 1)[1]
-        return f"{scheme}://{host_and_path}{API_PREFIX}/websocket?featureId={segment(feature)}"
+        query = f"?featureId={segment(feature)}" if feature is not None else ""
+        return f"{scheme}://{host_and_path}{API_PREFIX}/websocket{query}"
 
     def auth_headers(self) -> dict[str, str]:
         """The headers that authenticate a request (empty without a token)."""
@@ -270,6 +286,7 @@ class Client(_BaseClient):
         self.features = Features(self)
         self.settings = Settings(self)
         self.tokens = Tokens(self)
+        self.logs = Logs(self)
 
     def __enter__(self) -> Self:
         return self
@@ -285,21 +302,43 @@ class Client(_BaseClient):
     def close(self) -> None:
         self._http.close()
 
-    def _send(self, call: Call, accept: frozenset[int] = frozenset()) -> httpx.Response:
-        request = self._build(self._http, call)
+    def _send(
+        self,
+        call: Call,
+        accept: frozenset[int] = frozenset(),
+        *,
+        stream: bool = False,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response:
+        request = self._build(self._http, call, timeout)
+        retryable = self._retryable(call)
         backoff = Backoff(self.retry_for)
         while True:
             started = time.monotonic()
             try:
-                response = self._http.send(request)
+                response = self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
-                time.sleep(self._retry_after_error(request, exc, backoff))
+                time.sleep(self._retry_after_error(request, exc, backoff, retryable))
                 continue
-            delay = self._retry_after_response(response, backoff, accept, started)
+            delay = self._retry_after_response(response, backoff, accept, started, retryable)
             if delay is None:
                 return response
             response.close()
             time.sleep(delay)
+
+    @contextlib.contextmanager
+    def stream(
+        self, call: Call, *, timeout: httpx.Timeout | None = None
+    ) -> Iterator[httpx.Response]:
+        """Send ``call`` and hand over the answer unread (an error answer raises)."""
+        response = self._send(call, stream=True, timeout=timeout)
+        try:
+            if response.status_code >= 400:
+                response.read()
+                raise error_from_response(response)
+            yield response
+        finally:
+            response.close()
 
     def request(
         self,
@@ -383,6 +422,7 @@ class AsyncClient(_BaseClient):
         self.features = AsyncFeatures(self)
         self.settings = AsyncSettings(self)
         self.tokens = AsyncTokens(self)
+        self.logs = AsyncLogs(self)
 
     async def __aenter__(self) -> Self:
         return self
@@ -398,21 +438,43 @@ class AsyncClient(_BaseClient):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _send(self, call: Call, accept: frozenset[int] = frozenset()) -> httpx.Response:
-        request = self._build(self._http, call)
+    async def _send(
+        self,
+        call: Call,
+        accept: frozenset[int] = frozenset(),
+        *,
+        stream: bool = False,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response:
+        request = self._build(self._http, call, timeout)
+        retryable = self._retryable(call)
         backoff = Backoff(self.retry_for)
         while True:
             started = time.monotonic()
             try:
-                response = await self._http.send(request)
+                response = await self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
-                await asyncio.sleep(self._retry_after_error(request, exc, backoff))
+                await asyncio.sleep(self._retry_after_error(request, exc, backoff, retryable))
                 continue
-            delay = self._retry_after_response(response, backoff, accept, started)
+            delay = self._retry_after_response(response, backoff, accept, started, retryable)
             if delay is None:
                 return response
             await response.aclose()
             await asyncio.sleep(delay)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, call: Call, *, timeout: httpx.Timeout | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        """Send ``call`` and hand over the answer unread (an error answer raises)."""
+        response = await self._send(call, stream=True, timeout=timeout)
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                raise error_from_response(response)
+            yield response
+        finally:
+            await response.aclose()
 
     async def request(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -283,6 +284,12 @@ def resolve(
 
     org, org_source = _pick(org_flag, "MINERVA_ORG", env, None, "org")
     token, token_source, token_profile = _token_for(url, org, selected, config, env)
+    if token is not None and not _TOKEN_CHARS.fullmatch(token):
+        # Never echo it: say where it came from, not what it is.
+        raise ConfigError(
+            f"the token from {token_source} contains characters a token cannot have "
+            "(whitespace or control characters?): set it again"
+        )
     same_url_selected = selected if selected and _same_url(selected, url) else None
     org_profile = token_profile or same_url_selected
     if org is None and org_profile is not None and org_profile.org:
@@ -322,6 +329,9 @@ def profile_name_for(url: str, config: ConfigFile, explicit: str | None = None) 
     while name in config.profiles:
         name, suffix = f"{base}-{suffix}", suffix + 1
     return name
+
+
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 
 
 def _token_for(

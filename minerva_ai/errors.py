@@ -8,6 +8,8 @@
     │   ├── NotFoundError         404
     │   ├── ConflictError         409 (stale settings version, duplicate name)
     │   └── ValidationError       400/422 with field details
+    ├── PartlyRejected            the service accepted only part of a request, e.g.
+    │                             some log entries were rejected (exit 3)
     ├── UnreachableError          connection refused, DNS, timeout after retries (exit 4)
     ├── GateFailed                a gate (readiness, test suite, threshold) failed (exit 1)
     └── GateError                 a gate could not be evaluated (exit 5)
@@ -69,6 +71,12 @@ class ConflictError(ServiceError):
 
 class ValidationError(ServiceError):
     """400 or 422, with ``details`` naming each bad field."""
+
+
+class PartlyRejected(MinervaError):
+    """The service stored part of what was sent and refused the rest."""
+
+    exit_code = 3
 
 
 class UnreachableError(MinervaError):

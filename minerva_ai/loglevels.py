@@ -34,7 +34,7 @@ def expand(spec: str) -> list[str]:
         if not part:
             continue
         at_least = part.endswith("+")
-        level = normalise(part.rstrip("+"))
+        level = normalise(part.removesuffix("+"))
         if level is None:
             raise UsageError(
                 f"unknown level {part!r}: use {', '.join(LEVELS)} (aliases such as WARNING "

@@ -1,4 +1,4 @@
-"""The typed resource methods of the client (``client.features``, ``.settings``, ``.tokens``).
+"""The typed resource methods of the client (``.features``, ``.settings``, ``.tokens``, ``.logs``).
 
 Each request is described once here as a ``Call``; the blocking and the async classes
 only differ in how they wait for it.
@@ -6,15 +6,28 @@ only differ in how they wait for it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+import httpx
+import orjson
+
+from minerva_ai.errors import UnreachableError, UsageError, ValidationError
 
 if TYPE_CHECKING:
     from minerva_ai.client import AsyncClient, Client
 
 JSON = dict[str, Any]
+
+LOG_FILTERS = ("feature", "level", "source", "since", "until", "q", "request_id")
+EXPORT_FORMATS = ("json", "jsonl", "csv")
+MAX_BATCH_BYTES = 8 * 1024 * 1024  # under the service's 10 MiB body limit
+# An export may think for a long time before its first byte (the service allows an hour).
+EXPORT_TIMEOUT = httpx.Timeout(30.0, read=600.0)
 
 
 @dataclass(frozen=True)
@@ -26,6 +39,8 @@ class Call:
     params: Mapping[str, Any] | None = None
     json: Any = None
     headers: Mapping[str, str] | None = None
+    content: bytes | None = None  # a body already encoded (``json`` must then be None)
+    idempotent: bool = False  # safe to resend after a lost answer, whatever the method
 
 
 def segment(value: str | int) -> str:
@@ -63,8 +78,15 @@ def _features_update(
     return Call("PATCH", feature_path(feature), json=body)
 
 
-def _settings_put(feature: str, sections: Mapping[str, Any], base_version: int) -> Call:
-    return Call("PUT", settings_path(feature), json={"version": base_version, "settings": sections})
+def _settings_put(
+    feature: str, sections: Mapping[str, Any], base_version: int, dry_run: bool = False
+) -> Call:
+    return Call(
+        "PUT",
+        settings_path(feature),
+        params={"dry_run": "true"} if dry_run else None,
+        json={"version": base_version, "settings": sections},
+    )
 
 
 def _settings_version(feature: str, version: int) -> Call:
@@ -134,9 +156,15 @@ class Settings:
     def get(self, feature: str) -> JSON:
         return self._c.data(Call("GET", settings_path(feature)))
 
-    def put(self, feature: str, sections: Mapping[str, Any], base_version: int) -> JSON:
-        """Replace the given sections; ``ConflictError`` when ``base_version`` is stale."""
-        return self._c.data(_settings_put(feature, sections, base_version))
+    def put(
+        self, feature: str, sections: Mapping[str, Any], base_version: int, dry_run: bool = False
+    ) -> JSON:
+        """Replace the given sections; ``ConflictError`` when ``base_version`` is stale.
+
+        With ``dry_run`` the service validates and answers the would-be version and its
+        ``diff``, writing nothing.
+        """
+        return self._c.data(_settings_put(feature, sections, base_version, dry_run))
 
     def history(self, feature: str, *, limit: int | None = None) -> list[JSON]:
         """Versions, newest first, each with its diff against the previous one."""
@@ -222,9 +250,11 @@ class AsyncSettings:
     async def get(self, feature: str) -> JSON:
         return await self._c.data(Call("GET", settings_path(feature)))
 
-    async def put(self, feature: str, sections: Mapping[str, Any], base_version: int) -> JSON:
+    async def put(
+        self, feature: str, sections: Mapping[str, Any], base_version: int, dry_run: bool = False
+    ) -> JSON:
         """Replace the given sections; ``ConflictError`` when ``base_version`` is stale."""
-        return await self._c.data(_settings_put(feature, sections, base_version))
+        return await self._c.data(_settings_put(feature, sections, base_version, dry_run))
 
     async def history(self, feature: str, *, limit: int | None = None) -> list[JSON]:
         """Versions, newest first, each with its diff against the previous one."""
@@ -254,3 +284,222 @@ class AsyncTokens:
 
     async def revoke(self, token_id: str) -> JSON:
         return await self._c.data(Call("DELETE", f"/tokens/{segment(token_id)}"))
+
+
+def log_params(filters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Query parameters for a log filter: levels may be a list, times aware datetimes."""
+    params: dict[str, Any] = {}
+    for key, value in (filters or {}).items():
+        if key not in LOG_FILTERS:
+            raise UsageError(f"unknown log filter {key!r} (use: {', '.join(LOG_FILTERS)})")
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise UsageError(f"{key}: a time needs a timezone ({value.isoformat()})")
+            value = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        elif isinstance(value, list | tuple):
+            value = ",".join(value)
+        params[key] = value
+    return params
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """What committed after a cursor (oldest first), where to ask next, and any gap."""
+
+    items: list[JSON]
+    next_cursor: str
+    gap: JSON | None = None
+
+
+def _after_params(cursor: str, filters: Mapping[str, Any] | None, limit: int) -> dict[str, Any]:
+    return {**log_params(filters), "after": cursor, "limit": limit}
+
+
+def _log_page(cursor: str, body: JSON) -> LogPage:
+    return LogPage(
+        list(body.get("data") or []), str(body.get("next_cursor") or cursor), body.get("gap")
+    )
+
+
+def _logs_export(format: str, filters: Mapping[str, Any] | None, csv_raw: bool) -> Call:
+    if format not in EXPORT_FORMATS:
+        raise UsageError(f"unknown export format {format!r} (use: {', '.join(EXPORT_FORMATS)})")
+    params = {**log_params(filters), "format": format, "csv_raw": csv_raw or None}
+    return Call("GET", "/logs/export", params)
+
+
+@dataclass
+class _Batch:
+    """Entries encoded for one request, with their positions in the caller's iterable."""
+
+    positions: list[int] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    rejected: list[JSON] = field(default_factory=list)  # refused before sending
+    size: int = 2
+
+    def call(self) -> Call:
+        body = b"[" + b",".join(self.bodies) + b"]"
+        return Call("POST", "/logs", content=body, idempotent=True)
+
+
+def _batches(entries: Iterable[Any], batch_size: int, max_bytes: int) -> Iterator[_Batch]:
+    """Group entries by count and size; each gets an ``id`` before its first send."""
+    batch = _Batch()
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            batch.rejected.append(_local_rejection(position, "an entry must be a JSON object"))
+            continue
+        if entry.get("id") is None:
+            entry["id"] = str(uuid.uuid4())  # in place: a caller's own retry stays idempotent
+        try:
+            body = orjson.dumps(entry)
+        except TypeError as exc:
+            batch.rejected.append(_local_rejection(position, f"not JSON-serialisable: {exc}"))
+            continue
+        if len(body) + 2 > max_bytes:
+            reason = f"the entry is {len(body)} bytes; a request carries at most {max_bytes}"
+            batch.rejected.append(_local_rejection(position, reason))
+            continue
+        if batch.bodies and (
+            len(batch.bodies) >= batch_size or batch.size + len(body) + 1 > max_bytes
+        ):
+            yield batch
+            batch = _Batch()
+        batch.positions.append(position)
+        batch.bodies.append(body)
+        batch.size += len(body) + 1
+    if batch.bodies or batch.rejected:
+        yield batch
+
+
+def _local_rejection(position: int, reason: str) -> JSON:
+    return {"index": position, "field": None, "error": reason}
+
+
+def _refused_batch(exc: ValidationError) -> JSON:
+    """A 422 "no entry was accepted": the batch's answer, with every entry rejected."""
+    if exc.status != 422 or exc.code != "validation_failed" or not isinstance(exc.details, list):
+        raise exc
+    return {"stored": 0, "duplicates": 0, "rejected": exc.details, "cursor": None}
+
+
+def _new_totals() -> JSON:
+    return {"stored": 0, "duplicates": 0, "rejected": [], "cursor": None}
+
+
+def _merge(totals: JSON, batch: _Batch, answer: JSON | None) -> None:
+    """Add one batch's answer; service positions become positions in the whole input."""
+    rejected = list(batch.rejected)
+    if answer is not None:
+        totals["stored"] += int(answer.get("stored") or 0)
+        totals["duplicates"] += int(answer.get("duplicates") or 0)
+        totals["cursor"] = answer.get("cursor") or totals["cursor"]
+        for problem in answer.get("rejected") or []:
+            index = problem.get("index")
+            known = isinstance(index, int) and 0 <= index < len(batch.positions)
+            rejected.append(
+                {
+                    "index": batch.positions[index] if known else None,
+                    "field": problem.get("field"),
+                    "error": problem.get("error") or problem.get("message"),
+                }
+            )
+    totals["rejected"].extend(sorted(rejected, key=lambda r: (r["index"] is None, r["index"])))
+
+
+class Logs:
+    """``client.logs``: ingest, list, read after a cursor, export."""
+
+    def __init__(self, client: Client) -> None:
+        self._c = client
+
+    def ingest(
+        self,
+        entries: Iterable[JSON],
+        batch_size: int = 1000,
+        *,
+        max_bytes: int = MAX_BATCH_BYTES,
+        on_batch: Callable[[JSON], None] | None = None,
+    ) -> JSON:
+        """Store entries in batches; ``{"stored", "duplicates", "rejected", "cursor"}``.
+
+        An entry without an ``id`` gets one (a uuid4, set in the dict itself) before it
+        is first sent, so the retries after a lost answer, and a caller's own retry of
+        the same dicts, store nothing twice. ``rejected`` lists ``{"index", "field",
+        "error"}`` with ``index`` the entry's position in ``entries``. ``on_batch`` sees
+        the running totals after each batch.
+        """
+        totals = _new_totals()
+        for batch in _batches(entries, batch_size, max_bytes):
+            answer = None
+            if batch.bodies:
+                try:
+                    answer = self._c.data(batch.call())
+                except ValidationError as exc:
+                    answer = _refused_batch(exc)
+            _merge(totals, batch, answer)
+            if on_batch is not None:
+                on_batch(totals)
+        return totals
+
+    def list(
+        self,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        limit: int | None = 100,
+        cursor: str | None = None,
+    ) -> list[JSON]:
+        """Matching entries, newest first, across pages (``limit`` None or 0 = all);
+        with ``cursor``, only entries older than it. Filters: ``LOG_FILTERS``."""
+        params = {**log_params(filters), "cursor": cursor}
+        return list(self._c.paginate("/logs", params, limit))
+
+    def after(
+        self, cursor: str, filters: Mapping[str, Any] | None = None, *, limit: int = 1000
+    ) -> LogPage:
+        """One page of what committed after ``cursor``, oldest first (the poller's view)."""
+        params = _after_params(cursor, filters, limit)
+        return _log_page(cursor, self._c.request("GET", "/logs", params=params))
+
+    def export(
+        self,
+        format: str = "jsonl",
+        filters: Mapping[str, Any] | None = None,
+        *,
+        csv_raw: bool = False,
+    ) -> Iterator[bytes]:
+        """Every matching entry, oldest first, as the service streams it (json, jsonl or
+        csv); ``csv_raw`` keeps cells a spreadsheet would run as formulas unescaped."""
+        call = _logs_export(format, filters, csv_raw)
+        with self._c.stream(call, timeout=EXPORT_TIMEOUT) as response:
+            try:
+                yield from response.iter_bytes()
+            except httpx.TransportError as exc:
+                raise UnreachableError(self._c.url, f"the export broke off: {exc!r}") from None
+
+
+class AsyncLogs:
+    """``client.logs`` of ``AsyncClient``: what a follower needs."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._c = client
+
+    async def list(
+        self,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        limit: int | None = 100,
+        cursor: str | None = None,
+    ) -> list[JSON]:
+        """Matching entries, newest first, across pages (``limit`` None or 0 = all)."""
+        params = {**log_params(filters), "cursor": cursor}
+        return [item async for item in self._c.paginate("/logs", params, limit)]
+
+    async def after(
+        self, cursor: str, filters: Mapping[str, Any] | None = None, *, limit: int = 1000
+    ) -> LogPage:
+        """One page of what committed after ``cursor``, oldest first (the poller's view)."""
+        params = _after_params(cursor, filters, limit)
+        return _log_page(cursor, await self._c.request("GET", "/logs", params=params))

@@ -43,8 +43,16 @@ def _walk(old: Any, new: Any, path: str, out: list[dict[str, Any]]) -> None:
             else:
                 _walk(old[index], new[index], child, out)
         return
-    if old != new or type(old) is not type(new):
+    if not _same_scalar(old, new):
         out.append({"path": path, "op": "change", "old": old, "new": new})
+
+
+def _same_scalar(old: Any, new: Any) -> bool:
+    """Equal values of the same kind; 100 and 100.0 are the same number, True is not 1."""
+    numbers = (int, float)
+    if isinstance(old, numbers) and isinstance(new, numbers):
+        return isinstance(old, bool) == isinstance(new, bool) and old == new
+    return type(old) is type(new) and old == new
 
 
 def _is_list(value: Any) -> bool:

@@ -180,7 +180,10 @@ def update_settings(
         sections = dict(replace or {})
         sections.update(apply_assignments({**current, **sections}, assignments))
         changes = diff_settings(current, {**current, **sections})
-        if dry_run or not changes:
+        if dry_run:  # the service validates: a dry run fails where the write would
+            preview = client.settings.put(feature, sections, before["version"], dry_run=True)
+            return SettingsUpdate(before, sections, preview["diff"], None, attempt)
+        if not changes:
             return SettingsUpdate(before, sections, changes, None, attempt)
         try:
             after = client.settings.put(feature, sections, before["version"])

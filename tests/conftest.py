@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import psycopg
 import pytest
 import uvicorn
@@ -105,7 +106,14 @@ class ThreadedServer:
         if not self.server.started:
             raise RuntimeError("the test service did not start")
         port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        # FastAPI builds routes on the first request that reaches them, inside
+        # warnings.catch_warnings(), which is not thread-safe: two servers doing it at once
+        # can leak a pydantic warning (a 500 under warnings-as-errors). One request that
+        # walks every route, made now, alone, builds them all.
+        probe = httpx.get(url + "/api/platform/ai-management/no-such-route", timeout=15)
+        assert probe.status_code == 404, probe.text
+        return url
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True

@@ -146,7 +146,9 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         await pool.open(wait=True, timeout=30)
         bus = Bus(config.redis_url)
         await bus.start()
-        state = AppState(config=config, pool=pool, bus=bus, follow=FollowHub(pool, bus))
+        state = AppState(
+            config=config, pool=pool, bus=bus, follow=FollowHub(pool, bus, config.export_timeout_s)
+        )
         app.state.minerva = state
         maintenance = asyncio.create_task(_maintain_logs(state), name="log-maintenance")
         try:

@@ -68,9 +68,14 @@ class Pump:
     async def _run(self) -> None:
         sub = self.hub.bus.subscribe(f"logs:{self.org_id}", maxsize=10_000)
         try:
-            async with self.hub.pool.connection() as conn:
-                self.last = await current_cursor(conn, self.org_id)
-            self.ready.set()
+            while not self.ready.is_set():
+                try:
+                    async with self.hub.pool.connection() as conn:
+                        self.last = await current_cursor(conn, self.org_id)
+                    self.ready.set()
+                except Exception as exc:  # followers wait on `ready`: never leave them hanging
+                    log.warning("log pump for %s could not start: %s", self.org_id, exc)
+                    await asyncio.sleep(POLL_WITHOUT_REDIS_S)
             while True:
                 await self._wait(sub)
                 await self._drain()
@@ -106,9 +111,16 @@ class Pump:
 class FollowHub:
     """Every pump of this instance; pumps stop when their last follower leaves."""
 
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Row]], bus: Bus) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConnection[Row]],
+        bus: Bus,
+        backfill_timeout_s: float = 3600,
+    ) -> None:
         self.pool = pool
         self.bus = bus
+        # A backfill may read far back: it runs under the export limit, not the 5 s one.
+        self.backfill_timeout_ms = int(backfill_timeout_s * 1000)
         self.pumps: dict[uuid.UUID, Pump] = {}
 
     async def close(self) -> None:
@@ -145,7 +157,10 @@ class FollowHub:
         try:
             await pump.ready.wait()
             while True:  # backfill: everything committed before we registered, and more
-                async with self.pool.connection() as conn:
+                async with self.pool.connection() as conn, conn.transaction():
+                    await conn.execute(
+                        f"SET LOCAL statement_timeout = {self.backfill_timeout_ms}"  # an int
+                    )
                     rows = await list_logs(conn, org_id, filters, limit=PAGE, after=follower.last)
                 if rows:
                     follower.last = rows[-1]["seq"]

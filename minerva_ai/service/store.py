@@ -203,6 +203,16 @@ async def _insert_version(
     return row
 
 
+def _stale(base_version: int, current_version: int) -> ApiError:
+    return ApiError(
+        409,
+        f"settings changed since version {base_version}: the current version is "
+        f"{current_version}; re-read and apply your change again",
+        "version_conflict",
+        {"current_version": current_version},
+    )
+
+
 async def write_settings(
     conn: Conn,
     principal: Principal,
@@ -210,42 +220,38 @@ async def write_settings(
     base_version: int,
     sections: dict[str, Any],
     rollback_of: int | None = None,
-) -> Row:
-    """Record a new version: ``sections`` replace the base's; 409 if the base is stale.
+    dry_run: bool = False,
+) -> tuple[Row, list[dict[str, Any]], bool]:
+    """Record a new version where ``sections`` replace the base's; 409 if the base is stale.
 
-    The version bump is a compare-and-set on the feature row, so of two writers on the
-    same base exactly one wins, whichever instance each reaches.
+    Returns the version's row, the diff from the base, and whether anything was written:
+    a change that changes nothing, or a dry run, writes nothing (the row is then the base,
+    or the version that would be written). The version bump is a compare-and-set on the
+    feature row, so of two writers on the same base exactly one wins, on any instance.
     """
+    if base_version != feature["settings_version"]:
+        raise _stale(base_version, feature["settings_version"])
     async with conn.transaction():
+        previous = await get_settings(conn, feature["id"], base_version)
+        merged = {**previous["settings"], **sections}
+        diff = diff_settings(previous["settings"], merged)
+        if not diff:
+            return previous, diff, False
+        if dry_run:
+            return {**previous, "version": base_version + 1, "settings": merged}, diff, False
         bumped = await (
             await conn.execute(
                 queries()["bump_settings_version"],
-                {
-                    "feature_id": feature["id"],
-                    "base_version": base_version,
-                },
+                {"feature_id": feature["id"], "base_version": base_version},
             )
         ).fetchone()
         if bumped is None:
             current = await get_feature(conn, principal.organization_id, str(feature["id"]))
-            raise ApiError(
-                409,
-                f"settings changed since version {base_version}: the current version is "
-                f"{current['settings_version']}; re-read and apply your change again",
-                "version_conflict",
-                {"current_version": current["settings_version"]},
-            )
-        previous = await get_settings(conn, feature["id"], base_version)
-        merged = {**previous["settings"], **sections}
-        return await _insert_version(
-            conn,
-            principal,
-            feature["id"],
-            bumped["settings_version"],
-            merged,
-            diff_settings(previous["settings"], merged),
-            rollback_of,
+            raise _stale(base_version, current["settings_version"])
+        row = await _insert_version(
+            conn, principal, feature["id"], bumped["settings_version"], merged, diff, rollback_of
         )
+        return row, diff, True
 
 
 async def settings_history(

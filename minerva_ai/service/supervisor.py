@@ -219,14 +219,16 @@ def write_local_profile(database_url: str, home: Path, url: str) -> tuple[str, P
 
 
 def examples_dir() -> Path:
-    """The demo data: ``$MINERVA_EXAMPLES``, else ``examples/`` beside the source tree."""
+    """The demo data: ``$MINERVA_EXAMPLES``, else the ``examples/`` the package ships."""
     raw = os.environ.get("MINERVA_EXAMPLES")
     if raw:
         path = Path(raw).expanduser()
     else:
-        import minerva_ai
+        import importlib.util
 
-        path = Path(minerva_ai.__file__).resolve().parent.parent / "examples"
+        spec = importlib.util.find_spec("minerva_ai.examples")
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        path = Path(locations[0]) if locations else Path("examples")
     if not path.is_dir():
         raise ConfigError(
             f"--demo needs the demo data, and {path} is not a directory: "
@@ -341,9 +343,13 @@ class Supervisor:
         os.environ["REDIS_URL"] = self.redis_url
         with bind_listener(self.options.host, port) as listener:
             workers = self.options.workers
+            how = (
+                "Ctrl-C or `minerva-ai server stop`"
+                if self.lock is not None
+                else f"Ctrl-C or `kill {os.getpid()}` (it owns no home)"
+            )
             _say(
-                f"serving on {url} ({workers} worker{'s' if workers > 1 else ''}); "
-                "stop with Ctrl-C or `minerva-ai server stop`"
+                f"serving on {url} ({workers} worker{'s' if workers > 1 else ''}); stop with {how}"
             )
             if workers == 1:
                 self._serve_in_process(listener)

@@ -240,7 +240,7 @@ def test_dry_run_shows_the_diff_and_writes_nothing(run: Run) -> None:
         "rate_limits.cost_per_day=10",
     )
     assert result.exit_code == 0
-    assert result.stdout == "+ rate_limits.cost_per_day: 10\n"
+    assert result.stdout == "+ rate_limits.cost_per_day: 10.0\n"
     assert "nothing written" in result.stderr
     as_json = json.loads(
         run(
@@ -256,8 +256,24 @@ def test_dry_run_shows_the_diff_and_writes_nothing(run: Run) -> None:
         ).stdout
     )
     assert as_json["diff"] == [
-        {"path": "rate_limits.cost_per_day", "op": "add", "old": None, "new": 10}
+        {"path": "rate_limits.cost_per_day", "op": "add", "old": None, "new": 10.0}
     ]
+    assert settings_of(run, "photo-tagging")["version"] == 1
+
+
+def test_dry_run_is_validated_by_the_service(run: Run) -> None:
+    create(run, "photo-tagging")
+    result = run(
+        "features",
+        "settings",
+        "set",
+        "photo-tagging",
+        "--dry-run",
+        "--set",
+        "rate_limits.requests_per_minute=-5",
+    )
+    assert result.exit_code == 3
+    assert "rate_limits.requests_per_minute" in result.stderr
     assert settings_of(run, "photo-tagging")["version"] == 1
 
 

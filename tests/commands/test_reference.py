@@ -16,5 +16,8 @@ def test_reference_covers_every_command():
         "minerva-ai server start",
         "minerva-ai auth token create",
         "minerva-ai completion",
+        "minerva-ai logs tail",
+        "minerva-ai logs export",
+        "minerva-ai logs ingest",
     ):
         assert f"## `{command}`" in text

@@ -9,10 +9,12 @@ break or reconfigure a service use ``live_service`` or start their own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -159,3 +161,138 @@ async def expect(ws: ClientConnection, kind: str, timeout: float = WAIT) -> dict
     assert message["type"] == kind, message
     data: dict[str, Any] = message["data"]
     return data
+
+
+# Logs: entries, ingest, and the ways of following them (WebSocket, SSE, polling).
+
+
+def stamp(moment: datetime | None = None, **ago: float) -> str:
+    """An ISO 8601 time in UTC with ``Z``: ``moment`` (now by default) minus ``ago``."""
+    moment = (moment or datetime.now(UTC)) - timedelta(**ago)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def log_entry(feature: str, message: str, **fields: Any) -> dict[str, Any]:
+    """A valid entry with an id of its own; ``fields`` override or add."""
+    entry = {
+        "id": uuid.uuid4().hex,
+        "timestamp": stamp(seconds=1),
+        "feature": feature,
+        "level": "info",
+        "message": message,
+        "source": "api",
+    }
+    return {**entry, **fields}
+
+
+def post_logs(
+    http: httpx.Client, entries: list[Any], *, ndjson: bool = False, status: int = 200
+) -> dict[str, Any]:
+    """POST /logs; the answer's ``data`` (or ``error`` when ``status`` is not 200)."""
+    if ndjson:
+        response = http.post(
+            "/logs",
+            content=b"\n".join(orjson.dumps(e) for e in entries) + b"\n",
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+    else:
+        response = http.post("/logs", json=entries)
+    assert response.status_code == status, response.text
+    result: dict[str, Any] = response.json()["data" if status == 200 else "error"]
+    return result
+
+
+def all_logs(http: httpx.Client, **params: Any) -> list[dict[str, Any]]:
+    """Every matching entry, oldest first, by polling ``after`` until nothing is left."""
+    entries: list[dict[str, Any]] = []
+    after = "0"
+    while True:
+        response = http.get("/logs", params={**params, "after": after, "limit": 1000})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        entries += body["data"]
+        if not body["data"]:
+            return entries
+        after = body["next_cursor"]
+
+
+@dataclass
+class SseEvent:
+    event: str
+    id: str | None
+    data: Any
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[SseEvent]:
+    """The events of a server-sent-events response (comments, such as heartbeats, skipped)."""
+    event: str = "message"
+    event_id: str | None = None
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                yield SseEvent(event, event_id, orjson.loads("\n".join(data)))
+            event, event_id, data = "message", None, []
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "id":
+                event_id = value
+            elif name == "data":
+                data.append(value)
+
+
+async def subscribe_logs(ws: ClientConnection, **data: Any) -> dict[str, Any]:
+    await send(ws, "subscribe", channel="logs", **data)
+    return await expect(ws, "subscribed")
+
+
+async def ws_log_entries(
+    ws: ClientConnection, count: int, timeout: float = WAIT
+) -> list[dict[str, Any]]:
+    """The next ``count`` entries on a socket; any message but a heartbeat or `log` fails."""
+    messages = await next_log_messages(ws, count, timeout)
+    assert [m["type"] for m in messages] == ["log"] * count, [
+        m for m in messages if m["type"] != "log"
+    ][:3]
+    return [m["data"] for m in messages]
+
+
+async def sse_log_entries(events: AsyncIterator[SseEvent], count: int) -> list[dict[str, Any]]:
+    """The next ``count`` entries of an SSE stream; any other event fails."""
+    entries: list[dict[str, Any]] = []
+    async with asyncio.timeout(WAIT):
+        while len(entries) < count:
+            event = await anext(events)
+            assert event.event == "log", event
+            assert event.id == event.data["cursor"]
+            entries.append(event.data)
+    return entries
+
+
+async def next_log_messages(
+    ws: ClientConnection, count: int, timeout: float = WAIT
+) -> list[dict[str, Any]]:
+    """The next ``count`` messages other than heartbeats (log, overflow, gap, error...)."""
+    messages: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        while len(messages) < count:
+            message = await receive(ws, timeout)
+            if message["type"] != "heartbeat":
+                messages.append(message)
+    return messages
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """A ThreadedServer whose routes are all built before the test uses it.
+
+    FastAPI builds its routes on the first request that reaches them, inside
+    ``warnings.catch_warnings()``, which is not thread-safe: two service threads doing so
+    at once can lose the filter that hides a pydantic warning, which pytest then raises
+    (a 500). One request that tries every route, made alone, builds them all.
+    """
+    with ThreadedServer(app) as url:  # ThreadedServer builds every route before it answers
+        yield url

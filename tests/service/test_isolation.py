@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -30,6 +31,8 @@ class Endpoint:
     path: str  # {feature}, {version} and {token_id} are filled in per test
     scope: str  # the scope it needs
     body: Any = None
+    query: tuple[tuple[str, str], ...] = ()  # query parameters, filled in like the path
+    streaming: bool = False  # an answer that does not end: read only its status
 
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
@@ -42,13 +45,35 @@ class Endpoint:
         params: dict[str, str] | None = None,
     ) -> httpx.Response:
         fields = {"feature": feature, "token_id": token_id, "version": 1}
-        body = self.body
-        if isinstance(body, dict):  # "{feature}-copy": a name of the test's own
-            body = {k: v.format(**fields) if isinstance(v, str) else v for k, v in body.items()}
-        return http.request(self.method, self.path.format(**fields), json=body, params=params)
+
+        def fill(value: Any) -> Any:  # "{feature}-copy": a name of the test's own
+            if isinstance(value, str):
+                return value.format(**fields)
+            if isinstance(value, dict):
+                return {k: fill(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [fill(v) for v in value]
+            return value
+
+        query = {k: fill(v) for k, v in self.query} | (params or {})
+        path = self.path.format(**fields)
+        if not self.streaming:
+            return http.request(self.method, path, json=fill(self.body), params=query)
+        with http.stream(self.method, path, params=query) as response:
+            if response.status_code != 200:
+                response.read()
+            return response
 
 
 SETTINGS = {"version": 2, "settings": {"rate_limits": {"cost_per_day": 1}}}
+# Made when the module loads: minutes old when sent, well within the retention window.
+LOG_ENTRY = {
+    "timestamp": datetime.now(UTC).isoformat(),
+    "feature": "{feature}",
+    "level": "info",
+    "message": "from the isolation matrix",
+}
+BY_FEATURE = (("feature", "{feature}"),)
 
 FEATURE_ENDPOINTS = [
     Endpoint("GET", "/features/{feature}", "read"),
@@ -59,6 +84,9 @@ FEATURE_ENDPOINTS = [
     Endpoint("GET", "/features/{feature}/settings/history", "read"),
     Endpoint("GET", "/features/{feature}/settings/versions/{version}", "read"),
     Endpoint("POST", "/features/{feature}/settings/rollback", "write", {"version": 1}),
+    Endpoint("GET", "/logs", "read", query=BY_FEATURE),
+    Endpoint("GET", "/logs/export", "read", query=BY_FEATURE),
+    Endpoint("GET", "/logs/stream", "read", query=BY_FEATURE, streaming=True),
 ]
 OTHER_ENDPOINTS = [
     Endpoint("GET", "/features", "read"),
@@ -67,6 +95,7 @@ OTHER_ENDPOINTS = [
     Endpoint("GET", "/tokens", "admin"),
     Endpoint("POST", "/tokens", "admin", {"scopes": ["read"]}),
     Endpoint("DELETE", "/tokens/{token_id}", "admin"),
+    Endpoint("POST", "/logs", "ingest", [LOG_ENTRY]),
 ]
 ENDPOINTS = FEATURE_ENDPOINTS + OTHER_ENDPOINTS
 
@@ -138,7 +167,8 @@ def snapshot(org: Org) -> dict[str, Any]:
             (t["id"], t["name"], t["scopes"], t["revoked_at"])
             for t in http.get("/tokens").json()["data"]
         ]  # last use aside
-    return {"features": features, "settings": settings, "tokens": tokens}
+        logs = http.get("/logs", params={"limit": 1000}).json()["data"]
+    return {"features": features, "settings": settings, "tokens": tokens, "logs": logs}
 
 
 @pytest.mark.parametrize("endpoint", FEATURE_ENDPOINTS, ids=str)
@@ -223,6 +253,7 @@ def test_the_tokens_own_organization_id_is_accepted(world: World, claimed: str) 
 SCOPES = ("ingest", "read", "write", "admin")
 ALLOWED = {
     "read": {"read", "write", "admin"},
+    "ingest": {"ingest", "write", "admin"},
     "write": {"write", "admin"},
     "admin": {"admin"},
     "any": {"read", "ingest", "write", "admin"},
@@ -274,19 +305,76 @@ def test_an_ingest_token_can_neither_read_nor_change_settings(world: World) -> N
         assert http.get("/features/tagger/settings").json()["data"]["version"] == 2
 
 
-def test_websocket_subscriptions_respect_organization_and_scope(world: World) -> None:
+@pytest.mark.parametrize("channel", ["settings", "logs"])
+def test_websocket_subscriptions_respect_organization_and_scope(world: World, channel: str) -> None:
     async def scenario() -> None:
         async with ws_open(world.mine.service, world.theirs.token) as ws:
             await expect(ws, "authenticated")
-            await send(ws, "subscribe", channel="settings", feature=world.my_feature["id"])
+            await send(ws, "subscribe", channel=channel, feature=world.my_feature["id"])
             assert (await expect(ws, "error"))["code"] == "not_found"
-            await send(ws, "subscribe", channel="settings", feature="tagger")
+            await send(ws, "subscribe", channel=channel, feature="tagger")
             subscribed = await expect(ws, "subscribed")
             assert subscribed["feature_id"] == world.their_feature["id"]
         ingest = world.mine.make_token(["ingest"])
         async with ws_open(world.mine.service, ingest) as ws:
             await expect(ws, "authenticated")
-            await send(ws, "subscribe", channel="settings", feature="tagger")
+            await send(ws, "subscribe", channel=channel, feature="tagger")
             assert (await expect(ws, "error"))["code"] == "forbidden"
+            if channel == "logs":  # nor the whole organization's logs
+                await send(ws, "subscribe", channel="logs")
+                assert (await expect(ws, "error"))["code"] == "forbidden"
 
     asyncio.run(scenario())
+
+
+def _entry(feature: str, message: str) -> dict[str, Any]:
+    return {**LOG_ENTRY, "feature": feature, "message": message}
+
+
+def test_logs_are_ingested_only_into_the_callers_features(world: World) -> None:
+    before = snapshot(world.mine)
+    ghost = "00000000-0000-0000-0000-000000000000"
+    with world.theirs.client() as http:
+        mine = assert_error(
+            http.post("/logs", json=[_entry(world.my_feature["id"], "x")]),
+            422,
+            "validation_failed",
+        )
+        unknown = assert_error(
+            http.post("/logs", json=[_entry(ghost, "x")]), 422, "validation_failed"
+        )
+        # indistinguishable from a feature that does not exist at all
+        assert mine["message"].replace(world.my_feature["id"], ghost) == unknown["message"]
+        assert mine["details"][0]["field"] == "feature"
+        # a name means the caller's own feature
+        stored = http.post("/logs", json=[_entry("tagger", "theirs")]).json()["data"]
+        assert stored["stored"] == 1
+        assert [e["feature"] for e in http.get("/logs").json()["data"]][:1] == ["tagger"]
+    with world.outsider.client() as http:
+        assert_error(http.post("/logs", json=[_entry("tagger", "x")]), 422, "validation_failed")
+    assert snapshot(world.mine) == before
+
+
+def test_log_reads_see_only_the_callers_organization(world: World) -> None:
+    mark = uuid.uuid4().hex
+    with world.mine.client() as http:
+        assert http.post("/logs", json=[_entry("tagger", f"mine {mark}")]).status_code == 200
+    with world.theirs.client() as http:
+        assert http.post("/logs", json=[_entry("tagger", f"theirs {mark}")]).status_code == 200
+        for path in ("/logs", "/logs/export"):
+            text = http.get(path, params={"q": mark}).text
+            assert f"theirs {mark}" in text and f"mine {mark}" not in text, path
+
+    async def stream() -> None:
+        headers = {"Authorization": f"Bearer {world.theirs.token}"}
+        async with (
+            httpx.AsyncClient(base_url=world.theirs.service.api, headers=headers) as client,
+            client.stream("GET", "/logs/stream", params={"after": "0", "q": mark}) as response,
+        ):
+            lines = response.aiter_lines()
+            async with asyncio.timeout(10):
+                while not (line := await anext(lines)).startswith("data:"):
+                    pass
+            assert f"theirs {mark}" in line  # mine, ingested first, would have come first
+
+    asyncio.run(stream())

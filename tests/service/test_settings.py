@@ -220,7 +220,7 @@ def race(org: Org, base: int, writers: int) -> list[httpx.Response]:
             http.get("/auth/whoami")  # connected before the race starts
             barrier.wait(10)
             response = put_settings(
-                http, "tagger", base, {"rate_limits": {"requests_per_minute": 100 + n}}
+                http, "tagger", base, {"rate_limits": {"requests_per_minute": 100 * base + n}}
             )
         with lock:
             results.append(response)
@@ -373,3 +373,36 @@ def test_settings_of_an_unknown_feature_are_404(
     api: httpx.Client, method: str, path: str, body: Any
 ) -> None:
     assert_error(api.request(method, path, json=body), 404, "not_found")
+
+
+def test_a_write_that_changes_nothing_records_no_version(
+    org: Org, api: httpx.Client, tagger: Any
+) -> None:
+    written(put_settings(api, "tagger", 1, {"rate_limits": {"cost_per_day": 100.0}}))
+    same = put_settings(api, "tagger", 2, {"rate_limits": {"cost_per_day": 100}})
+    assert same.status_code == 200
+    assert same.json()["data"]["version"] == 2
+    assert [h["version"] for h in history(api)] == [2, 1]
+
+
+def test_dry_run_validates_and_diffs_without_writing(
+    org: Org, api: httpx.Client, tagger: Any
+) -> None:
+    bad = api.put(
+        "/features/tagger/settings",
+        params={"dry_run": "true"},
+        json={"version": 1, "settings": {"rate_limits": {"requests_per_minute": -5}}},
+    )
+    assert_error(bad, 422, "validation_failed")
+    good = api.put(
+        "/features/tagger/settings",
+        params={"dry_run": "true"},
+        json={"version": 1, "settings": {"rate_limits": {"requests_per_minute": 5}}},
+    )
+    data = good.json()["data"]
+    assert data["dry_run"] is True and data["version"] == 2
+    assert data["diff"] == [
+        {"path": "rate_limits.requests_per_minute", "op": "add", "old": None, "new": 5}
+    ]
+    assert current(api)["version"] == 1
+    assert [h["version"] for h in history(api)] == [1]

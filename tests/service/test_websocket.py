@@ -307,7 +307,7 @@ def test_heartbeats_arrive(org: Org) -> None:
             "unknown_channel",
         ),
         (
-            {"type": "subscribe", "data": {"channel": "logs", "feature": "tagger"}},
+            {"type": "subscribe", "data": {"channel": "metrics", "feature": "tagger"}},
             "unknown_channel",
         ),
         ({"type": "subscribe", "data": {"channel": "settings"}}, "bad_message"),

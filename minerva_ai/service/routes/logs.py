@@ -31,7 +31,7 @@ EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": NDJSON, "json": "appl
 def parse_cursor(value: str | None, name: str) -> int | None:
     if value is None:
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise ApiError(
             400,
             f"{name} {value!r} is not a log cursor",
@@ -71,6 +71,15 @@ async def log_filter(
     request_id: str | None,
 ) -> logs.LogFilter:
     """Turn query parameters (shared by every read path) into a LogFilter; 400 when bad."""
+    given = {"feature": feature, "source": source, "q": q, "request_id": request_id}
+    for name, value in given.items():
+        if value is not None and "\x00" in value:
+            raise ApiError(
+                400,
+                f"{name} contains a NUL character",
+                "bad_request",
+                [{"field": f"query parameter {name}", "message": "contains a NUL character"}],
+            )
     feature_id: uuid.UUID | None = None
     if feature is not None:
         async with state.pool.connection() as conn:
@@ -127,12 +136,20 @@ async def logs_ingest(request: Request, state: StateDep, principal: Ingester) ->
     body = await request.body()
     ndjson = request.headers.get("content-type", "").split(";")[0].strip() == NDJSON
     parsed = logs.parse_body(body, ndjson)
+    topic = f"logs:{principal.organization_id}"
+
+    async def committed(seq: int) -> None:  # one notice per transaction; never fails
+        await state.bus.publish(topic, {"seq": seq})
+
     async with state.pool.connection() as conn:
         result = await logs.ingest(
-            conn, state.partitions, principal.organization_id, parsed, state.config.log_retention
+            conn,
+            state.partitions,
+            principal.organization_id,
+            parsed,
+            state.config.log_retention,
+            committed,
         )
-    if result.max_seq:
-        await state.bus.publish(f"logs:{principal.organization_id}", {"seq": result.max_seq})
     if parsed and not result.stored and not result.duplicates:
         first = result.rejected[0]
         raise ApiError(

@@ -83,12 +83,18 @@ async def _write(
     base: int,
     sections: dict[str, Any],
     rollback_of: int | None = None,
+    dry_run: bool = False,
 ) -> JSONResponse:
     async with state.pool.connection() as conn:
         feature = await store.get_feature(conn, principal.organization_id, feature_ref)
-        row = await store.write_settings(conn, principal, feature, base, sections, rollback_of)
+        row, diff, written = await store.write_settings(
+            conn, principal, feature, base, sections, rollback_of, dry_run
+        )
     view = store.settings_view(row)
-    await _publish(state, feature, view)
+    if written:
+        await _publish(state, feature, view)
+    if dry_run:
+        return ok({**view, "diff": diff, "dry_run": True})
     return ok(view, headers={"ETag": etag(row["version"])})
 
 
@@ -114,8 +120,13 @@ async def settings_put(
     principal: Writer,
     feature: str,
     if_match: Annotated[str | None, Header()] = None,
+    dry_run: Annotated[bool, Query(description="validate and diff, write nothing")] = False,
 ) -> JSONResponse:
-    """Replace the sections the body names; sections it leaves out are kept."""
+    """Replace the sections the body names; sections it leaves out are kept.
+
+    A change that changes nothing writes no version (the answer is the base version);
+    `dry_run=true` validates and answers the version that would be written, with `diff`.
+    """
     body = await _json_body(request)
     unknown = sorted(set(body) - {"version", "settings"})
     if unknown:
@@ -132,7 +143,7 @@ async def settings_put(
     if problems:
         message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
         raise ApiError(422, f"invalid settings: {message}", details=problems)
-    return await _write(state, principal, feature, base, sections)
+    return await _write(state, principal, feature, base, sections, dry_run=dry_run)
 
 
 @router.get("/features/{feature}/settings/history")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from minerva_ai.service.responses import dumps
 from minerva_ai.service.routes import logs as logs_routes
 
 router = APIRouter(tags=["realtime"])
+log = logging.getLogger("minerva_ai.service.websocket")
 
 CHANNELS = ("settings", "logs")
 LATER_CHANNELS = ("metrics", "alerts")
@@ -53,6 +55,9 @@ class Session:
 
     def error(self, code: str, message: str) -> None:
         self.send("error", {"code": code, "message": message})
+
+    def error_with_cursor(self, code: str, message: str, cursor: str) -> None:
+        self.send("error", {"code": code, "message": message, "channel": "logs", "cursor": cursor})
 
     async def run(self) -> None:
         token = bearer_token(self.ws.headers.get("authorization"))
@@ -277,6 +282,13 @@ class Session:
                         "data": {"channel": "logs", "feature_id": feature_id, "cursor": str(last)},
                     }
                 )
+            )
+        except Exception as exc:  # the database failed us: say so, with where to resume
+            log.warning("logs subscription ended: %s", exc)
+            self.error_with_cursor(
+                "follow_failed",
+                "reading logs failed; subscribe again with `after` = cursor",
+                str(last),
             )
 
 

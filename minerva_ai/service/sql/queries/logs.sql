@@ -5,11 +5,18 @@ SELECT l.seq, l.client_id AS id, l."timestamp", l.level, l.message, l.source,
 FROM logs l LEFT JOIN features f ON f.id = l.feature_id
 
 -- name: export_columns
+-- Times as GET /logs writes them: UTC, a fraction of a second only when there is one.
 SELECT l.client_id AS id,
-       to_char(l."timestamp" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "timestamp",
+       to_char(l."timestamp" AT TIME ZONE 'UTC',
+               CASE WHEN date_trunc('second', l."timestamp") = l."timestamp"
+                    THEN 'YYYY-MM-DD"T"HH24:MI:SS"Z"'
+                    ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"' END) AS "timestamp",
        l.level, l.message, l.source, f.name AS feature, l.request_id, l.model, l.latency_ms,
        l.tokens_in, l.tokens_out, l.cost, l.status, l.attributes, l.seq::text AS cursor,
-       to_char(l.committed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS committed_at
+       to_char(l.committed_at AT TIME ZONE 'UTC',
+               CASE WHEN date_trunc('second', l.committed_at) = l.committed_at
+                    THEN 'YYYY-MM-DD"T"HH24:MI:SS"Z"'
+                    ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"' END) AS committed_at
 FROM logs l LEFT JOIN features f ON f.id = l.feature_id
 
 -- name: create_log_staging
@@ -72,7 +79,11 @@ WHERE organization_id = %(organization_id)s
   AND (name = ANY(%(names)s) OR id = ANY(%(ids)s::uuid[]))
 
 -- name: max_log_seq
-SELECT coalesce(max(seq), 0) AS seq FROM logs WHERE organization_id = %(organization_id)s
+-- What "now" is for a follower: past the newest entry, and past any that expired.
+SELECT greatest(
+    (SELECT coalesce(max(seq), 0) FROM logs WHERE organization_id = %(organization_id)s),
+    (SELECT coalesce(max(max_seq), 0) FROM log_expired
+     WHERE organization_id = %(organization_id)s)) AS seq
 
 -- name: expired_log_seq
 SELECT max_seq, before FROM log_expired WHERE organization_id = %(organization_id)s

@@ -1,0 +1,1 @@
+"""Sample data shipped with minerva-ai: the demo organization, settings files, deploy configs."""
