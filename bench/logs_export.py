@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ def run_psycopg(dbs: Databases, statement: str, capture: bool = False) -> tuple[
     with (
         psycopg.connect(dbs.database_url) as conn,
         conn.cursor() as cur,
-        cur.copy(statement) as copy,  # type: ignore[arg-type]
+        cur.copy(statement) as copy,
     ):
         for chunk in copy:
             size += len(chunk)
@@ -215,11 +216,18 @@ def main() -> int:
                 elapsed, _, nbytes = run_curl(service, dbs.token, query[fmt])
                 return elapsed, nbytes
 
-            runners = {
+            def psql_copy() -> tuple[float, int]:
+                return run_psql(dbs, csv_command)[0], 0
+
+            def psycopg_copy() -> tuple[float, int]:
+                elapsed, nbytes, _ = run_psycopg(dbs, statements["json"])
+                return elapsed, nbytes
+
+            runners: dict[str, Callable[[], tuple[float, int]]] = {
                 "api_csv": lambda: api("csv"),
-                "psql_csv": lambda: (run_psql(dbs, csv_command)[0], 0),
+                "psql_csv": psql_copy,
                 "api_jsonl": lambda: api("jsonl"),
-                "psycopg_jsonl": lambda: run_psycopg(dbs, statements["json"])[:2],
+                "psycopg_jsonl": psycopg_copy,
             }
             for runner in runners.values():  # warm the cache
                 runner()

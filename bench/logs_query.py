@@ -155,12 +155,13 @@ def list_logs_sql(dbs: Databases, feature_id: str, params: dict[str, Any]) -> st
         logs.list_logs(capture, uuid.UUID(dbs.organization_id), filters, limit=100)  # type: ignore[arg-type]
     )
     with psycopg.connect(dbs.database_url) as conn:
-        return capture.query.as_string(conn)
+        text: str = capture.query.as_string(conn)
+    return text
 
 
 def explain(dbs: Databases, statement: str) -> str:
     with psycopg.connect(dbs.database_url, options="-c timezone=UTC") as conn:
-        rows = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {statement}").fetchall()  # type: ignore[arg-type]
+        rows = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {statement}").fetchall()
     return "\n".join(r[0] for r in rows)
 
 
@@ -298,7 +299,7 @@ def main() -> int:
                 t0 = time.perf_counter()
                 with psycopg.connect(dbs.database_url, autocommit=True) as conn:
                     conn.execute("SET maintenance_work_mem = '1GB'")
-                    conn.execute(args.try_index)  # type: ignore[arg-type]
+                    conn.execute(args.try_index)
                     conn.execute("ANALYZE logs")
                 print(f"  (built and analysed in {time.perf_counter() - t0:.0f} s)")
                 results["try_index"] = {

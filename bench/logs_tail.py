@@ -189,8 +189,8 @@ def one_setting(
             expected = sent["stored"]
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline:
-                mine = sum(1 for _, line in tail.lines if label.encode() in line)
-                if mine >= expected:
+                seen = sum(1 for _, line in tail.lines if label.encode() in line)
+                if seen >= expected:
                     break
                 time.sleep(0.1)
             time.sleep(0.3)

@@ -9,11 +9,21 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results"
-BENCHMARKS = ["features_list", "cli_startup"]
+BENCHMARKS = [
+    "features_list",
+    "cli_startup",
+    "logs_ingest",
+    "logs_export",
+    "logs_query",
+    "logs_tail",
+    "ws_fanout",
+]
 TIMEOUT_S = 900  # each benchmark bounds itself well below this
+TIMEOUTS_S = {"logs_query": 1800}  # seeds 10M rows first
 
 
 def main() -> int:
@@ -31,9 +41,9 @@ def main() -> int:
             *extra,
         ]
         try:
-            done = subprocess.run(command, timeout=TIMEOUT_S, check=False)
+            done = subprocess.run(command, timeout=TIMEOUTS_S.get(name, TIMEOUT_S), check=False)
         except subprocess.TimeoutExpired:
-            print(f"bench/{name}.py ran past {TIMEOUT_S} s", file=sys.stderr)
+            print(f"bench/{name}.py ran past {TIMEOUTS_S.get(name, TIMEOUT_S)} s", file=sys.stderr)
             failed.append(name)
             continue
         if done.returncode != 0:
@@ -67,7 +77,56 @@ def summarise() -> str:
             f"CLI start-up vs bare Click --help: {data['worst_ratio']:.2f}x at worst "
             "(goal <= 1.25x)"
         )
+    lines.extend(summarise_logs())
     return "\n".join(lines)
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def summarise_logs() -> list[str]:
+    lines = []
+    ingest = _load("logs_ingest")
+    if ingest and "ratio" in ingest:
+        visible = [r["follower"]["send_to_visible"]["p99_ms"] for r in ingest["runs"]["api"]]
+        lines.append(
+            f"POST /logs vs raw COPY: {ingest['ratio']:.2f}x (goal >= 0.8x); send -> visible "
+            f"p99 {max(visible):.0f} ms during it"
+        )
+    export = _load("logs_export")
+    if export and "ratio_csv" in export:
+        lines.append(
+            f"export 1M rows vs psql/psycopg: CSV {export['ratio_csv']:.2f}x, JSONL "
+            f"{export['ratio_jsonl']:.2f}x (goal >= 0.8x)"
+        )
+    query = _load("logs_query")
+    if query and "schema" in query:
+        q = query["schema"]
+        lines.append(
+            f"GET /logs on 10M rows, p95: level+24h {q['level']['latency']['p95_ms']:.0f} ms, "
+            f"regex+day {q['regex']['latency']['p95_ms']:.0f} ms (goal < 100 ms)"
+        )
+    tail = _load("logs_tail")
+    if tail and tail.get("runs"):
+        parts = [
+            f"batches of {r['batch_size']} ({r['service']}) {r['tail_latency']['p99_ms']:.0f} ms"
+            for r in tail["runs"]
+        ]
+        lines.append(f"ingest -> logs tail p99 at 1,000/s: {', '.join(parts)} (goal < 100 ms)")
+    fanout = _load("ws_fanout")
+    if fanout and fanout.get("phases"):
+        parts = [
+            f"compression={p['compression']}: lag p99 {p['lag']['p99_ms']:.0f} ms, service "
+            f"CPU {p['cpu_share']['service']:.0%}"
+            for p in fanout["phases"]
+        ]
+        lines.append(f"1,000 WS followers x 25/s: {'; '.join(parts)}")
+    return lines
 
 
 if __name__ == "__main__":

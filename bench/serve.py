@@ -40,7 +40,7 @@ def main() -> None:
         profiler.enable()
     try:
         options = {**UVICORN_OPTIONS, **json.loads(os.environ.get("BENCH_UVICORN_OPTIONS") or "{}")}
-        uvicorn.run(app, host="127.0.0.1", port=args.port, workers=1, **options)  # type: ignore[arg-type]
+        uvicorn.run(app, host="127.0.0.1", port=args.port, workers=1, **options)
     finally:
         if profiler is not None:
             profiler.disable()

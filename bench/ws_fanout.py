@@ -159,13 +159,9 @@ def receiver_process(
 ) -> None:
     pin_self(cpu)
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
-    try:
-        import uvloop
+    import uvloop
 
-        run = uvloop.run
-    except ImportError:  # pragma: no cover
-        run = asyncio.run
-    out = run(receivers(port, token, clients, compression, ready, measuring, stop))
+    out = uvloop.run(receivers(port, token, clients, compression, ready, measuring, stop))
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     out["cpu_s"] = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
     results.put(out)
@@ -313,7 +309,12 @@ def main() -> int:
     args.duration = max(5.0, min(args.duration, 120.0))
     args.rate = max(1.0, min(args.rate, 1000.0))
     args.batch_size = max(1, min(args.batch_size, 1000))
-    phases = {"both": ["deflate", None], "deflate": ["deflate"], "none": [None]}[args.compression]
+    choices: dict[str, list[str | None]] = {
+        "both": ["deflate", None],
+        "deflate": ["deflate"],
+        "none": [None],
+    }
+    phases = choices[args.compression]
 
     results: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv]), "phases": []}
     print(

@@ -403,3 +403,16 @@ def test_class_escapes_mean_ascii_in_postgresql_whatever_its_locale(
                 f'SELECT %s COLLATE "{collation}" ~ %s', (message, logregex.postgres(pattern))
             ).fetchone()
             assert matched == (compiled.search(message) is not None,), (pattern, message)
+
+
+def test_a_filtered_poll_moves_past_entries_that_do_not_match(api: httpx.Client) -> None:
+    create_feature(api, "quiet")
+    create_feature(api, "busy")
+    post_logs(api, [log_entry("busy", f"noise {i}") for i in range(5)])
+    page = api.get("/logs", params={"after": "0", "feature": "quiet"}).json()
+    assert page["data"] == []
+    newest = api.get("/logs", params={"limit": 1}).json()["data"][0]["cursor"]
+    assert page["next_cursor"] == newest  # not "0": the next poll does not rescan the noise
+    post_logs(api, [log_entry("quiet", "hello")])
+    following = api.get("/logs", params={"after": page["next_cursor"], "feature": "quiet"})
+    assert [e["message"] for e in following.json()["data"]] == ["hello"]

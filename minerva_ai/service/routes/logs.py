@@ -182,7 +182,13 @@ async def logs_list(
     )
     after_seq = parse_cursor(after, "after")
     before_seq = parse_cursor(cursor, "cursor")
+    head = after_seq
     async with state.pool.connection() as conn:
+        if after_seq is not None:
+            # Read before the page: every entry up to the head is committed (commits are
+            # ordered per organization), so a page that is not full has seen all of them
+            # and the poller may continue from the head, not rescan what did not match.
+            head = await logs.current_cursor(conn, principal.organization_id)
         rows = await logs.list_logs(
             conn,
             principal.organization_id,
@@ -197,7 +203,9 @@ async def logs_list(
             gap = {"reason": "expired", "before": expired} if expired else None
     items = [logs.entry_view(r) for r in rows]
     if after_seq is not None:
-        next_cursor: str | None = items[-1]["cursor"] if items else str(after_seq)
+        last = int(items[-1]["cursor"]) if items else after_seq
+        full = len(items) == limit
+        next_cursor: str | None = str(last if full else max(last, head or 0))
     else:
         next_cursor = items[-1]["cursor"] if len(items) == limit else None
     body: dict[str, Any] = {
