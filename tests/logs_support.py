@@ -228,6 +228,8 @@ class CliProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={**os.environ, **env},
+            # As on a terminal: a runner started in the background inherits SIGINT ignored.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.stdout: list[str] = []
         self.stderr: list[str] = []

@@ -756,3 +756,97 @@ def test_shutdown_ends_sse_streams_promptly_and_closes_sockets_with_1012(
     asyncio.run(scenario())
     server.thread.join(30)
     assert not server.thread.is_alive()
+
+
+class RestartableRedis:
+    """A Redis of this test's own on a fixed loopback port, to stop and start again."""
+
+    def __init__(self, tmp: Any) -> None:
+        from minerva_ai.service.embedded import free_port, redis_server_binary
+
+        self.port = free_port()
+        self.binary = str(redis_server_binary())
+        self.dir = str(tmp)
+        self.process: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import subprocess
+
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                assert time.monotonic() < deadline, "redis did not start"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(WAIT)
+
+
+def test_redis_going_away_and_coming_back_loses_nothing(
+    org: Org, http: httpx.Client, tmp_path: Any
+) -> None:
+    """Followers of an instance keep receiving while its Redis is down (the pump reads
+    the database), and push resumes when Redis is back: every entry exactly once."""
+    redis = RestartableRedis(tmp_path)
+    redis.start()
+    config = service_config(org.service.database_url, redis.url)
+    app = create_app(config)
+    try:
+        with serving(app) as url:
+            instance = LiveService(url, config.database_url, redis.url, org.id, org.token, config)
+            state: AppState = app.state.minerva
+
+            def wait_for_bus(connected: bool) -> None:
+                deadline = time.monotonic() + WAIT
+                while state.bus.connected is not connected:
+                    assert time.monotonic() < deadline, f"bus.connected never became {connected}"
+                    time.sleep(0.02)
+
+            async def scenario() -> None:
+                async with ws_open(instance, org.token) as ws:
+                    await expect(ws, "authenticated")
+                    await subscribe_logs(ws)
+                    with client_for(instance, org.token) as local:
+                        before = numbered("tagger", 0, 2)
+                        await aingest(local, before)
+                        assert ids(await ws_log_entries(ws, 2)) == ids(before)
+                        redis.stop()
+                        await asyncio.to_thread(wait_for_bus, False)
+                        down = numbered("tagger", 2, 2)
+                        assert (await aingest(local, down))["stored"] == 2
+                        elsewhere = numbered("summary", 4, 2)  # another instance's ingest
+                        await aingest(http, elsewhere)
+                        got = await ws_log_entries(ws, 4)
+                        assert ids(got) == ids(down + elsewhere)
+                        redis.start()
+                        await asyncio.to_thread(wait_for_bus, True)
+                        after = numbered("tagger", 6, 2)
+                        await aingest(local, after)
+                        assert ids(await ws_log_entries(ws, 2)) == ids(after)
+
+            asyncio.run(scenario())
+    finally:
+        if redis.process.poll() is None:
+            redis.stop()
