@@ -9,11 +9,15 @@ WebSocket) and each line it prints is timestamped as it arrives on its stdout pi
 Latency = arrival - sent_at (and - committed_at). Goal: p99 < 100 ms. It also checks that
 the tail printed every stored entry exactly once, in cursor order.
 
-Beside it, a bare WebSocket follower (its own process, the websockets library) records
-the same latencies, to tell the service's share from the CLI's.
+With ``--ws-follower``, a bare WebSocket follower (its own process, the websockets
+library) records the same latencies beside it, to tell the service's share from the
+CLI's (a second subscriber: more work for the service, so not in the default run).
 
-The service runs under uvicorn (one worker, the service's UVICORN_OPTIONS) pinned to
-CPU 0; everything else is not pinned. Embedded PostgreSQL and Redis in a temp home;
+Each setting runs against two services side by side: as shipped, and with uvicorn's
+``ws_per_message_deflate=False`` (the websockets client offers permessage-deflate and
+uvicorn accepts it by default; ``--deflate on|off`` runs one of them). Each service runs
+under uvicorn (one worker, the service's UVICORN_OPTIONS) pinned to CPU 0; everything else
+is not pinned. Embedded PostgreSQL and Redis in a temp home;
 loopback only; bounded; stops everything it started. Run:
 
     .venv/bin/python bench/logs_tail.py
@@ -151,18 +155,21 @@ def one_setting(
     size: int,
     duration: float,
     spy: Path | None,
+    with_ws: bool,
 ) -> dict[str, Any]:
     label = f"batch{size}"
     with tempfile.TemporaryDirectory(prefix="minerva-bench-tail-") as home:
         tail = Tail(service.url, dbs.token, Path(home))
         ctx = mp.get_context("fork")
         ready, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
-        follower = ctx.Process(
-            target=ws_follower, args=(service.port, dbs.token, ready, stop, results)
-        )
-        follower.start()
+        follower = None
+        if with_ws:
+            follower = ctx.Process(
+                target=ws_follower, args=(service.port, dbs.token, ready, stop, results)
+            )
+            follower.start()
         try:
-            if not ready.wait(30):
+            if follower is not None and not ready.wait(30):
                 raise SystemExit("the WebSocket follower did not subscribe")
             if not asyncio.run(wait_for_tail(service.port, dbs.token, tail, features[0])):
                 raise SystemExit(f"the tail printed nothing in 30 s: {tail.stop()}")
@@ -197,8 +204,10 @@ def one_setting(
         finally:
             stderr = tail.stop()
             stop.set()
-        got = results.get(timeout=60)
-        follower.join(30)
+        got: dict[str, Any] = {"arrivals": [], "overflows": 0}
+        if follower is not None:
+            got = results.get(timeout=60)
+            follower.join(30)
 
     printed = [(t, orjson.loads(line)) for t, line in tail.lines]
     mine = [(t, e) for t, e in printed if e["attributes"].get("bench") == label]
@@ -218,6 +227,7 @@ def one_setting(
         "exactly_once": exactly_once,
         "tail_latency": summary_ms(t - e["attributes"]["sent_at"] for t, e in mine),
         "tail_commit_latency": summary_ms(t - parse_time(e["committed_at"]) for t, e in mine),
+        "ws_follower": with_ws,
         "ws_latency": summary_ms(t - s for t, s, _ in ws),
         "ws_commit_latency": summary_ms(t - parse_time(c) for t, _, c in ws),
         "ws_overflows": got["overflows"],
@@ -239,12 +249,13 @@ def print_setting(r: dict[str, Any]) -> None:
     print(f"    POST latency            {fmt_ms(ing['post_latency'])}")
     print(f"    send -> tail prints     {fmt_ms(r['tail_latency'])}")
     print(f"    commit -> tail prints   {fmt_ms(r['tail_commit_latency'])}")
-    print(f"    send -> WS follower     {fmt_ms(r['ws_latency'])}")
-    print(f"    commit -> WS follower   {fmt_ms(r['ws_commit_latency'])}")
+    if r["ws_follower"]:
+        print(f"    send -> WS follower     {fmt_ms(r['ws_latency'])}")
+        print(f"    commit -> WS follower   {fmt_ms(r['ws_commit_latency'])}")
     print(
         f"    tail printed {r['printed']:,}/{r['expected']:,}; exactly once: "
-        f"{r['exactly_once']}; in cursor order: {r['in_cursor_order']}; WS overflows: "
-        f"{r['ws_overflows']}"
+        f"{r['exactly_once']}; in cursor order: {r['in_cursor_order']}"
+        + (f"; WS overflows: {r['ws_overflows']}" if r["ws_follower"] else "")
     )
     print(
         f"    CPU: service {cpu['service']:.0%}, tail {cpu['tail']:.0%}, postgres "
@@ -265,6 +276,13 @@ def main() -> int:
     )
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per run")
     parser.add_argument("--features", type=int, default=5)
+    parser.add_argument(
+        "--ws-follower",
+        dest="ws",
+        action="store_true",
+        help="also follow with a bare WebSocket client (a second subscriber: more work for "
+        "the service) to tell the service's share of the latency from the CLI's",
+    )
     parser.add_argument(
         "--deflate",
         choices=["on", "off", "both"],
@@ -300,7 +318,9 @@ def main() -> int:
             for size in sizes:
                 for variant, service in services.items():
                     spy = args.py_spy / f"tail-batch{size}-{variant}.txt" if args.py_spy else None
-                    r = one_setting(service, dbs, features, args.rate, size, args.duration, spy)
+                    r = one_setting(
+                        service, dbs, features, args.rate, size, args.duration, spy, args.ws
+                    )
                     r["service"] = variant
                     print_setting(r)
                     results["runs"].append(r)

@@ -30,6 +30,10 @@ Exit codes:
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "auth": ("minerva_ai.commands.auth:auth", "Log in, check who you are, manage API tokens."),
     "features": ("minerva_ai.commands.features:features", "List, create and change AI features."),
+    "load-test": (
+        "minerva_ai.commands.loadtest:load_test",
+        "Put load on the service over HTTP and WebSocket; gate on thresholds.",
+    ),
     "logs": ("minerva_ai.commands.logs:logs", "Send, tail, follow and export log entries."),
     "server": (
         "minerva_ai.commands.server:server",

@@ -16,6 +16,7 @@ from typing import Any, LiteralString
 
 import orjson
 from psycopg import AsyncConnection, sql
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from minerva_ai import loglevels, logregex
@@ -263,7 +264,17 @@ class Partitions:
         missing = sorted(set(days) - self.known)
         if not missing:
             return
+        # Most days exist already (created ahead): find them without taking the lock, so
+        # an ingest never queues behind DDL that waits for a long export to finish.
+        rows = await (
+            await conn.execute(queries()["existing_log_partitions"], {"days": missing})
+        ).fetchall()
+        self.known.update(row["day"] for row in rows)
+        missing = sorted(set(missing) - self.known)
+        if not missing:
+            return
         async with conn.transaction():
+            await conn.execute("SET LOCAL lock_timeout = '10s'")
             await conn.execute(queries()["lock_log_partitions"])
             for day in missing:
                 await conn.execute(queries()["ensure_log_partition"], {"day": day})
@@ -298,18 +309,25 @@ async def ingest(
     await conn.execute(queries()["create_log_staging"])
     for start in range(0, len(rows), MAX_ROWS_PER_TRANSACTION):
         chunk = rows[start : start + MAX_ROWS_PER_TRANSACTION]
-        async with conn.transaction():
+        # One transaction per chunk. The commit lock, the insert and the commit go out in
+        # one round trip (a pipeline), so the lock is never held while this event loop
+        # serves other requests: +10-29% ingest throughput (bench/logs_ingest.py). Hence
+        # BEGIN/COMMIT by hand, on the pool's autocommit connection.
+        try:
+            await conn.execute("BEGIN")
             await conn.execute("TRUNCATE log_staging")
             async with conn.cursor().copy(queries()["copy_log_staging"]) as copy:
                 for row in chunk:
                     await copy.write_row(row)
-            await conn.execute(queries()["lock_org_log_commits"], {"organization_id": org_id})
-            seqs = [
-                r["seq"]
-                for r in await (
-                    await conn.execute(queries()["insert_logs_from_staging"])
-                ).fetchall()
-            ]
+            async with conn.pipeline():
+                await conn.execute(queries()["lock_org_log_commits"], {"organization_id": org_id})
+                inserted = await conn.execute(queries()["insert_logs_from_staging"])
+                await conn.execute("COMMIT")
+        except BaseException:
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                await conn.execute("ROLLBACK")
+            raise
+        seqs = [r["seq"] for r in await inserted.fetchall()]
         result.stored += len(seqs)
         result.duplicates += len(chunk) - len(seqs)
         if seqs:

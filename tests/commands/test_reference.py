@@ -19,5 +19,6 @@ def test_reference_covers_every_command():
         "minerva-ai logs tail",
         "minerva-ai logs export",
         "minerva-ai logs ingest",
+        "minerva-ai load-test",
     ):
         assert f"## `{command}`" in text

@@ -61,6 +61,10 @@ RETURNING seq
 -- name: ensure_log_partition
 SELECT minerva_log_partition(%(day)s::date)
 
+-- name: existing_log_partitions
+SELECT day FROM unnest(%(days)s::date[]) AS day
+WHERE to_regclass(format('logs_p%%s', to_char(day, 'YYYYMMDD'))) IS NOT NULL
+
 -- name: lock_log_partitions
 SELECT pg_advisory_xact_lock(1835626102)
 

@@ -1,0 +1,1 @@
+"""The load-test engine: scenarios, users, HDR histograms, thresholds and the report."""

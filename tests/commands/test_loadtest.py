@@ -1,0 +1,252 @@
+"""`minerva-ai load-test` against a live service: report, thresholds, workers, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from minerva_ai.service import admin
+from tests.commands.conftest import MINERVA_AI, Run, invoke
+from tests.commands.test_main import closed_port
+from tests.conftest import REPO, LiveService
+from tests.loadtest.test_engine import LoopbackServer
+
+API = "/api/platform/ai-management"
+DEMO = REPO / "examples" / "scenarios" / "demo.yaml"
+PERCENTILES = {"min", "avg", "p50", "p90", "p95", "p99", "max"}
+
+
+def test_fifty_users_run_the_default_scenario_without_errors(run: Run, tmp_path: Path) -> None:
+    out, junit = tmp_path / "report.json", tmp_path / "junit.xml"
+    thresholds = [
+        "http_req_failed:rate<0.01",
+        "http_req_duration{step:list-features}:p(95)<10000",
+        "ws_connecting:p(95)<10000",
+    ]
+    result = run(
+        "load-test",
+        "--users", "50",
+        "--duration", "3s",
+        "--think-time", "0.2s-0.5s",
+        "--out", str(out),
+        "--junit", str(junit),
+        *(arg for expr in thresholds for arg in ("--threshold", expr)),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr + result.stdout
+    assert "http_reqs" in result.stdout and "pass  http_req_failed:rate<0.01" in result.stdout
+    report = json.loads(out.read_text())
+    assert 2.5 <= report["duration_s"] <= 8
+    assert report["http_reqs"]["count"] >= 50
+    assert report["http_reqs"]["rate"] > 0
+    assert report["http_req_failed"] == {"count": 0, "rate": 0.0}
+    assert report["errors"] == {"status": 0, "timeout": 0, "connection": 0}
+    assert set(report["http_req_duration"]) == PERCENTILES
+    assert 0 < report["http_req_duration"]["p50"] <= report["http_req_duration"]["p99"]
+    assert report["ws_sessions"]["ok"] > 0 and report["ws_sessions"]["failed"] == 0
+    assert report["ws_connecting"]["p95"] > 0
+    assert set(report["steps"]) == {"list-features", "websocket"}
+    listing = report["steps"]["list-features"]
+    assert listing["http_reqs"]["count"] == report["http_reqs"]["count"]
+    assert report["steps"]["websocket"]["ws_sessions"] == report["ws_sessions"]
+    assert report["model"]["type"] == "closed" and report["model"]["users"] == 50
+    assert set(report["generator"]) >= {"cpu_percent", "limited"}
+    assert [(c["expr"], c["ok"]) for c in report["thresholds"]] == [(t, True) for t in thresholds]
+    assert report["thresholds"][0]["observed"] == 0.0
+    suite = ET.parse(junit).getroot()  # noqa: S314 - our own file
+    assert (suite.tag, suite.get("tests"), suite.get("failures")) == ("testsuite", "3", "0")
+    assert [case.get("name") for case in suite.iter("testcase")] == thresholds
+
+
+def test_the_demo_scenario_measures_websocket_messages(run: Run, live_service: LiveService) -> None:
+    admin.load_demo(live_service.database_url, uuid.UUID(live_service.org_id), REPO / "examples")
+    result = run(
+        "load-test", "--scenario", str(DEMO), "--users", "10", "--duration", "3s",
+        "--think-time", "0.05s-0.1s", "-o", "json",
+        "--threshold", "ws_msg_delay:p(95)<10000",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr + result.stdout
+    report = json.loads(result.stdout)
+    assert report["http_req_failed"]["count"] == 0, report["errors"]
+    assert report["steps"]["ingest"]["http_reqs"]["count"] > 0
+    assert report["steps"]["feature"]["http_reqs"]["count"] > 0
+    assert report["ws_sessions"]["ok"] > 0 and report["ws_sessions"]["failed"] == 0
+    assert report["ws_msgs_received"] > 0
+    assert 0 < report["ws_msg_delay"]["p95"] < 10000
+    assert report["thresholds"] == [
+        {"expr": "ws_msg_delay:p(95)<10000", "ok": True, "observed": report["ws_msg_delay"]["p95"]}
+    ]
+
+
+def test_a_failed_threshold_exits_1_and_is_marked(run: Run, tmp_path: Path) -> None:
+    junit = tmp_path / "junit.xml"
+    result = run(
+        "load-test", "--get", "/api/health", "--users", "2", "--duration", "1s",
+        "--think-time", "0", "--junit", str(junit),
+        "--threshold", "http_reqs:count<1", "--threshold", "http_req_failed:rate<0.01",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.stderr
+    assert "FAIL  http_reqs:count<1" in result.stdout
+    assert "pass  http_req_failed:rate<0.01" in result.stdout
+    assert "1 threshold(s) failed: http_reqs:count<1" in result.stderr
+    cases = ET.parse(junit).getroot().iter("testcase")  # noqa: S314 - our own file
+    failures = [case.find("failure") for case in cases]
+    assert failures[0] is not None and failures[1] is None
+
+
+def test_two_workers_merge_counts_exactly(run: Run) -> None:
+    result = run(
+        "load-test", "--get", f"{API}/features", "--users", "4", "--workers", "2",
+        "--max-requests", "120", "--duration", "30s", "--think-time", "0", "-o", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    generator = report["generator"]
+    assert generator["workers"] == 2
+    assert sum(generator["worker_requests"]) == report["http_reqs"]["count"] == 120
+    assert generator["worker_requests"] == [60, 60]
+    assert report["steps"][f"GET {API}/features"]["http_reqs"]["count"] == 120
+    assert report["http_req_failed"]["count"] == 0
+    assert report["duration_s"] < 30
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--users", "0"], "--users"),
+        (["--rate", "200/fortnight"], "invalid rate '200/fortnight'"),
+        (["--duration", "10 parsecs"], "invalid duration"),
+        (["--ramp-up", "5x"], "invalid duration"),
+        (["--threshold", "http_req_duration:p95<500"], "threshold := METRIC"),
+        (["--think-time", "3s-1s"], "ends before it starts"),
+        (["--get", "api/health"], "relative to the service root"),
+        (["--rate", "10/s", "--ramp-up", "5s"], "--ramp-up applies to --users"),
+        (["--scenario", "BAD", "--get", "/x"], "alternatives"),
+        (["--scenario", "BAD"], "bad.yaml:4: unknown field 'grpc' in step 2"),
+        (["--scenario", "MISSING"], "cannot read scenario"),
+        (["-o", "csv"], "load-test prints table, json"),
+    ],
+)
+def test_bad_input_exits_2_before_any_request(
+    args: list[str], problem: str, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps:\n  - http: {path: /x}\n  - name: b\n    grpc: {}\n")
+    names = {"BAD": str(bad), "MISSING": str(tmp_path / "missing.yaml")}
+    args = [names.get(arg, arg) for arg in args]
+    # A closed port: a request would be exit 4, so exit 2 proves none was attempted.
+    result = invoke(["load-test", *args], MINERVA_URL=f"http://127.0.0.1:{closed_port()}")
+    assert result.exit_code == 2, result.stderr + result.stdout
+    assert problem in result.stderr
+
+
+def test_an_unreachable_target_exits_4() -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    result = invoke(["load-test", "--get", "/x", "--duration", "1s"], MINERVA_URL=url)
+    assert result.exit_code == 4
+    assert "cannot reach" in result.stderr
+
+
+@contextmanager
+def vanishing_server(after: int) -> Iterator[str]:
+    """A loopback HTTP server, in a thread of its own, that goes away after ``after``
+    requests (listener and connections closed)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def vanish(server: LoopbackServer) -> None:
+        if server.requests == after:
+            server.stop()
+
+    loopback = LoopbackServer(vanish)
+    url = asyncio.run_coroutine_threadsafe(loopback.__aenter__(), loop).result(10)
+    try:
+        yield url
+    finally:
+        loop.call_soon_threadsafe(loopback.stop)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_a_target_lost_mid_run_exits_5_with_the_partial_report() -> None:
+    with vanishing_server(after=20) as url:
+        result = invoke(
+            ["load-test", "--get", "/x", "--users", "2", "--think-time", "0",
+             "--duration", "60s", "-o", "json"],
+            MINERVA_URL=url,
+        )  # fmt: skip
+    assert result.exit_code == 5, result.stderr
+    assert "the target was lost mid-run: no connection for 5 s" in result.stderr
+    report = json.loads(result.stdout)
+    assert report["lost"].startswith("no connection for 5 s")
+    assert report["http_reqs"]["count"] >= 20
+    assert report["errors"]["connection"] > 0
+    assert report["duration_s"] < 30
+
+
+def test_ctrl_c_prints_the_partial_report_and_exits_130(live_service: LiveService) -> None:
+    process = subprocess.Popen(
+        [MINERVA_AI, "-v", "load-test", "--get", "/api/health", "--users", "2",
+         "--think-time", "0.01s", "--duration", "60s", "-o", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MINERVA_URL": live_service.url, "MINERVA_TOKEN": live_service.token},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # the first progress line: the run is under way
+            if "req/s" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    report = json.loads(stdout)
+    assert report["interrupted"] is True
+    assert report["http_reqs"]["count"] > 0
+    assert report["duration_s"] < 30
+
+
+def test_the_open_model_sends_every_scheduled_arrival(run: Run) -> None:
+    """40/s for 1 s schedules exactly 40 arrivals (due at 0, 25 ms, ... 975 ms)."""
+    result = run(
+        "load-test", "--get", "/api/health", "--rate", "40/s", "--duration", "1s", "-o", "json",
+        "--threshold", "http_req_duration:p(99)<10000",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["model"]["type"] == "open" and report["model"]["rate"] == 40
+    assert report["http_reqs"]["count"] == 40
+    assert report["http_req_failed"]["count"] == 0
+    assert report["thresholds"][0]["ok"] is True
+
+
+def test_latencies_have_sub_millisecond_resolution() -> None:
+    """uvloop's loop.time() ticks in whole milliseconds; the generator's clock must not."""
+    with vanishing_server(after=10**9) as url:
+        result = invoke(
+            ["load-test", "--get", "/x", "--users", "2", "--think-time", "0",
+             "--max-requests", "200", "-o", "json"],
+            MINERVA_URL=url,
+        )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    durations = json.loads(result.stdout)["http_req_duration"]
+    measured = [durations[key] for key in ("min", "p50", "p90", "p95", "p99", "max")]
+    assert any(value % 1 not in (0.0, 0.001) for value in measured), durations

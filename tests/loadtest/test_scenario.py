@@ -1,0 +1,94 @@
+"""Scenario files: parsed from YAML, every problem named by its line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from minerva_ai.errors import UsageError
+from minerva_ai.loadtest.scenario import (
+    HttpStep,
+    ThinkStep,
+    WebSocketStep,
+    load_scenario,
+    parse_scenario,
+    parse_think_time,
+    render,
+)
+
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "scenarios" / "demo.yaml"
+
+
+def test_the_demo_scenario_parses() -> None:
+    scenario = load_scenario(DEMO)
+    assert scenario.think_time == (1.0, 3.0)
+    assert [s.name for s in scenario.steps] == [
+        "list",
+        "feature",
+        "settings",
+        "ingest",
+        "live-logs",
+    ]
+    assert scenario.data["feature"].field == "name"
+    ingest = scenario.steps[3].action
+    assert isinstance(ingest, HttpStep)
+    assert (ingest.method, ingest.expect_status) == ("POST", (200, 201))
+    feed = scenario.steps[4].action
+    assert isinstance(feed, WebSocketStep)
+    assert (feed.channel, feed.hold_s, feed.feature) == ("logs", 3.0, None)
+
+
+def test_steps_fields_and_think_steps() -> None:
+    scenario = parse_scenario(
+        "steps:\n"
+        "  - name: a\n"
+        "    weight: 2\n"
+        "    tags: {kind: read}\n"
+        "    http: {method: put, path: /x, query: {q: 1}, json: {a: 1}, expect_status: 204,"
+        " timeout: 2s}\n"
+        "  - think: 1s-2s\n"
+    )
+    first, second = scenario.steps
+    assert first.action == HttpStep("PUT", "/x", {"q": 1}, {"a": 1}, (204,), 2.0)
+    assert (first.weight, first.tags) == (2.0, {"kind": "read"})
+    assert second.action == ThinkStep(1.0, 2.0)
+    assert second.name == "think-2"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("steps:\n  - name: a\n    grpc: {path: /x}\n", "s.yaml:3: unknown field 'grpc' in step 1"),
+        (
+            "steps:\n  - http:\n      path: /x\n      body: {}\n",
+            "s.yaml:4: unknown field 'body' in http",
+        ),
+        ("steps:\n  - name: a\n", "s.yaml:2: step 1 needs exactly one of http, websocket, think"),
+        ("stepz: []\n", "s.yaml:1: unknown field 'stepz'"),
+        ("steps: []\n", "s.yaml:1: steps must be a non-empty list"),
+        ("steps:\n  - http: {path: x}\n", "s.yaml:2: path must start with /"),
+        ("steps:\n  - http: {path: '/f/${nope}'}\n", "s.yaml:2: step 'http-1' uses undefined"),
+        ("steps:\n  - websocket: {subscribe: news}\n", "s.yaml:2: subscribe: one of"),
+        ("steps:\n  - websocket: {hold: 3 parsecs}\n", "s.yaml:2: hold: invalid duration"),
+        ("think_time: soon\nsteps:\n  - think: 1s\n", "s.yaml:1: invalid think time 'soon'"),
+        ("steps:\n  - http: {path: /x}\n    weight: -1\n", "s.yaml:3: weight must be a number"),
+        ("steps: [\n", "s.yaml:2: not valid YAML"),
+    ],
+)
+def test_problems_name_their_line(text: str, problem: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_scenario(text, "s.yaml")
+    assert problem in str(caught.value)
+
+
+def test_think_time_and_rendering() -> None:
+    assert parse_think_time("0") == (0.0, 0.0)
+    assert parse_think_time("1s-3s") == (1.0, 3.0)
+    assert parse_think_time("500ms") == (0.5, 0.5)
+    with pytest.raises(UsageError, match="ends before it starts"):
+        parse_think_time("3s-1s")
+    context = {"n": 3, "name": "photo"}
+    rendered = render({"path": "/f/${name}", "count": "${n}", "list": ["${name}-${n}"]}, context)
+    assert rendered == {"path": "/f/photo", "count": 3, "list": ["photo-3"]}
+    assert render("${now}", {}).endswith("Z")
