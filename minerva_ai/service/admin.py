@@ -15,7 +15,7 @@ import psycopg
 from minerva_ai.errors import ConfigError, UsageError
 from minerva_ai.service import db
 from minerva_ai.service.db import SchemaError
-from minerva_ai.service.tokens import IssuedToken, hash_token, invalid_scopes, new_token
+from minerva_ai.service.tokens import IssuedToken, hash_token, invalid_scopes, token_insert
 
 __all__ = [
     "IssuedToken",
@@ -51,16 +51,8 @@ def _issue(
         raise UsageError(
             f"unknown scope {', '.join(bad) or '(none given)'}: use read, ingest, write or admin"
         )
-    secret = new_token()
-    row = conn.execute(
-        db.queries()["create_token"],
-        {
-            "organization_id": org_id,
-            "name": name,
-            "token_hash": hash_token(secret),
-            "scopes": scopes,
-        },
-    ).fetchone()
+    secret, params = token_insert(org_id, name, scopes)
+    row = conn.execute(db.queries()["create_token"], params).fetchone()
     assert row is not None
     return IssuedToken(row["id"], secret, list(row["scopes"]), org_id, row["name"])
 

@@ -15,7 +15,7 @@ from minerva_ai.service.db import Row, queries
 from minerva_ai.service.deps import Principal
 from minerva_ai.service.errors import ApiError, not_found
 from minerva_ai.service.feature_settings import empty_settings
-from minerva_ai.service.tokens import hash_token, invalid_scopes, new_token
+from minerva_ai.service.tokens import invalid_scopes, token_insert
 from minerva_ai.settings_diff import diff_settings
 
 Conn = AsyncConnection[Row]
@@ -295,18 +295,8 @@ async def create_token(conn: Conn, org_id: UUID, name: str, scopes: list[str]) -
             f"unknown scope {', '.join(bad)}",
             details=[{"field": "scopes", "message": "allowed: read, ingest, write, admin"}],
         )
-    secret = new_token()
-    row = await (
-        await conn.execute(
-            queries()["create_token"],
-            {
-                "organization_id": org_id,
-                "name": name,
-                "token_hash": hash_token(secret),
-                "scopes": scopes,
-            },
-        )
-    ).fetchone()
+    secret, params = token_insert(org_id, name, scopes)
+    row = await (await conn.execute(queries()["create_token"], params)).fetchone()
     assert row is not None
     return {**row, "token": secret}
 

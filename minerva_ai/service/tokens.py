@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 SCOPES = ("read", "ingest", "write", "admin")
@@ -27,6 +28,18 @@ def new_token() -> str:
 
 def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
+
+
+def token_insert(organization_id: UUID, name: str, scopes: list[str]) -> tuple[str, dict[str, Any]]:
+    """A new secret, and the parameters of ``create_token`` that store only its hash."""
+    secret = new_token()
+    params = {
+        "organization_id": organization_id,
+        "name": name,
+        "token_hash": hash_token(secret),
+        "scopes": scopes,
+    }
+    return secret, params
 
 
 def grants(scopes: Iterable[str], required: str) -> bool:
