@@ -112,10 +112,17 @@ def compare(name: str, url: str, path: str, token: str, duration: int) -> dict[s
         "wrk_rps": wrk.requests_per_s,
         "load_test_rps": ours,
         "ratio": round(ours / wrk.requests_per_s, 3),
+        "wrk_errors": wrk.errors,
         "load_test_failed": report["http_req_failed"]["count"],
         "load_test_p99_ms": report["http_req_duration"]["p99"],
         "generator": report["generator"],
     }
+    if wrk.errors != "none" or result["load_test_failed"]:
+        # A ratio of two floods of errors says nothing about the generator.
+        raise RuntimeError(
+            f"{name}: requests failed (wrk: {wrk.errors}; load-test: "
+            f"{result['load_test_failed']} failed)"
+        )
     print(
         f"{name}: wrk {wrk.requests_per_s:,.0f} req/s, load-test {ours:,.0f} req/s "
         f"(ratio {result['ratio']}), generator cpu {report['generator']['cpu_percent']}%"
@@ -125,6 +132,7 @@ def compare(name: str, url: str, path: str, token: str, duration: int) -> dict[s
 
 def static_target(root: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     port = free_port()
+    root.chmod(0o755)  # nginx's workers run as another user: they must read the file
     (root / "features.json").write_bytes(BODY)
     if shutil.which("nginx"):
         conf = root / "nginx.conf"

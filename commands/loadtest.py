@@ -90,7 +90,7 @@ def _paths(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...])
     type=click.IntRange(min=1),
     default=50,
     show_default=True,
-    help="Concurrent users (closed model); with --rate, the most requests in flight.",
+    help="Closed model: this many concurrent users, each looping over the scenario.",
 )
 @click.option(
     "--ramp-up",
@@ -102,8 +102,15 @@ def _paths(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...])
     "--rate",
     metavar="N/s",
     callback=_rate,
-    help="Open model: this many arrivals per second (200/s, 600/m); latency is "
-    "measured from each request's intended send time.",
+    help="Open model, instead of --users: this many arrivals per second (200/s, 600/m); "
+    "latency is measured from each request's intended send time.",
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With --rate: iterations in flight at once, one connection each (default 100); "
+    "an arrival that finds none free waits, and the wait counts in its latency.",
 )
 @click.option(
     "--duration",
@@ -168,6 +175,7 @@ def load_test(
     users: int,
     ramp_up: float | None,
     rate: float | None,
+    max_in_flight: int | None,
     duration: float,
     max_requests: int,
     thresholds: list[Threshold],
@@ -203,8 +211,19 @@ def load_test(
         raise click.BadParameter("load-test prints table, json, jsonl or yaml", param_hint="'-o'")
     if scenario is not None and get_paths:
         raise click.UsageError("--scenario and --get are alternatives: give one")
+    explicit_users = (
+        click.get_current_context().get_parameter_source("users")
+        != click.core.ParameterSource.DEFAULT
+    )
+    if rate is not None and explicit_users:
+        raise click.UsageError(
+            "--users (closed model) and --rate (open model) are alternatives: give one; "
+            "--max-in-flight caps the open model's concurrency"
+        )
     if rate is not None and ramp_up:
         raise click.UsageError("--ramp-up applies to --users (closed model), not to --rate")
+    if rate is None and max_in_flight is not None:
+        raise click.UsageError("--max-in-flight applies to --rate (open model)")
     if get_paths:
         plan = scenarios.get_scenario(get_paths, think_time or (0.0, 0.0))
     elif scenario is not None:
@@ -226,6 +245,7 @@ def load_test(
         users,
         ramp_up or 0.0,
         rate,
+        max_in_flight or 100,
         duration,
         max_requests,
         workers,
@@ -250,6 +270,7 @@ def _run(
     users: int,
     ramp_up: float,
     rate: float | None,
+    max_in_flight: int,
     duration: float,
     max_requests: int,
     workers: int,
@@ -257,8 +278,9 @@ def _run(
 ) -> dict[str, Any]:
     import asyncio
 
-    from minerva_ai.loadtest.engine import LoadConfig, fetch_data, probe, run_load
+    from minerva_ai.loadtest.engine import LoadConfig, fetch_data, probe
     from minerva_ai.loadtest.report import build_report
+    from minerva_ai.loadtest.workers import run_load
 
     async def prepare() -> dict[str, list[Any]]:
         await probe(url)
@@ -272,28 +294,33 @@ def _run(
         users=users,
         ramp_up_s=ramp_up,
         rate=rate,
+        max_in_flight=max_in_flight,
         duration_s=duration,
         max_requests=max_requests,
         data=data,
     )
     progress = Progress(state, every=1.0)
 
+    concurrency = "in flight" if rate else "users"
+
     def show(snapshot: RunProgress) -> None:
         p95 = "-" if snapshot.p95_ms is None else f"{snapshot.p95_ms:,.1f} ms"
         rps = snapshot.requests / snapshot.elapsed_s if snapshot.elapsed_s else 0.0
         progress.update(
-            f"{snapshot.elapsed_s:5.0f}s  users {snapshot.users}  {rps:,.0f} req/s  "
+            f"{snapshot.elapsed_s:5.0f}s  {concurrency} {snapshot.users}  {rps:,.0f} req/s  "
             f"p95 {p95}  errors {snapshot.failed:,}"
         )
 
-    mode = f"{rate:g}/s" if rate else f"{users} users"
+    mode = f"{rate:g}/s (at most {max_in_flight} in flight)" if rate else f"{users} users"
     state.info(f"load-test: {mode} for {duration:g} s against {url} ({plan.name})")
     result = run_load(config, workers, show if progress.enabled else None)
     progress.clear()
     model = {
         "type": "open" if rate else "closed",
-        "users": users,
+        "users": None if rate else users,
         "rate": rate,
+        "max_in_flight": max_in_flight if rate else None,
+        "flow": plan.flow,
         "ramp_up_s": ramp_up,
         "duration_s": duration,
         "max_requests": max_requests,
@@ -304,6 +331,12 @@ def _run(
         state.warn(
             f"the generator used {result.cpu_percent:.0f}% of a core: it may have been "
             "the bottleneck (try --workers)"
+        )
+    if result.arrivals_waited:
+        state.warn(
+            f"{result.arrivals_waited:,} arrivals waited for one of the {max_in_flight} "
+            "in-flight slots: their latency includes the wait (raise --max-in-flight to "
+            "tell the server's queueing from the generator's)"
         )
     return report
 

@@ -12,7 +12,7 @@ import contextlib
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -29,6 +29,7 @@ from minerva_ai.loadtest.scenario import (
     ThinkStep,
     WebSocketStep,
     render,
+    variables_in,
 )
 from minerva_ai.loadtest.stats import Stats, StepStats, record_ms
 
@@ -86,12 +87,6 @@ async def open_loop(
     return fired
 
 
-async def timed(clock: Clock, intended: float, call: Callable[[], Awaitable[Any]]) -> float:
-    """Run ``call`` and return its latency in ms, measured from the intended send time."""
-    await call()
-    return (clock.now() - intended) * 1000
-
-
 @dataclass
 class LoadConfig:
     """One run (or one worker's share of it)."""
@@ -102,6 +97,7 @@ class LoadConfig:
     users: int = 50
     ramp_up_s: float = 0.0
     rate: float | None = None
+    max_in_flight: int = 100  # open model: iterations in flight at once, one connection each
     duration_s: float = 60.0
     max_requests: int = 0
     lost_after_s: float = 5.0
@@ -119,6 +115,7 @@ class RunResult:
     lost: str | None = None
     workers: int = 1
     worker_requests: list[int] = field(default_factory=list)
+    arrivals_waited: int = 0  # open model: arrivals that found every in-flight slot taken
 
     @property
     def limited(self) -> bool:
@@ -127,6 +124,8 @@ class RunResult:
 
 @dataclass
 class Progress:
+    """A snapshot for the live line; ``users`` are iterations in flight in the open model."""
+
     elapsed_s: float
     users: int
     requests: int
@@ -137,15 +136,23 @@ class Progress:
 class Runner:
     """Runs the configured load in the current event loop."""
 
-    def __init__(self, config: LoadConfig, clock: Clock | None = None, seed: int | None = None):
+    def __init__(
+        self,
+        config: LoadConfig,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        connect: Callable[[Target, dict[str, str]], Connection] = Connection,
+    ):
         self.config = config
         self.clock = clock or RealClock()
+        self.connect = connect
         self.target = Target.from_url(config.url)
         self.stats = Stats()
         self.random = random.Random(seed)
         self.headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
         self.sent = 0
         self.active_users = 0
+        self.arrivals_waited = 0
         self.lost: str | None = None
         self.interrupted = False
         self._stop = asyncio.Event()
@@ -153,6 +160,13 @@ class Runner:
         self._end = 0.0
         self._last_ok = 0.0
         self._weighted = [s for s in config.scenario.steps if s.weight > 0]
+        self._sequence = config.scenario.flow == "sequence"
+        self._fixed_targets = {  # request targets with no variable: built once
+            step.name: self._request_target(step.action, {})
+            for step in config.scenario.steps
+            if isinstance(step.action, HttpStep)
+            and not variables_in([step.action.path, step.action.query])
+        }
         for step in config.scenario.steps:
             if not isinstance(step.action, ThinkStep):
                 self.stats.step(step.name, step.kind, step.tags)
@@ -185,6 +199,7 @@ class Runner:
             round(cpu, 1),
             self.interrupted,
             self.lost,
+            arrivals_waited=self.arrivals_waited,
         )
 
     def interrupt(self) -> None:
@@ -209,10 +224,15 @@ class Runner:
 
     async def _pause_until(self, when: float) -> None:
         """Wait until ``when`` or until the run stops, whichever comes first."""
-        remaining = when - self.clock.now()
-        if remaining > 0 and not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), remaining)
+        if when <= self.clock.now() or self._stop.is_set():
+            return
+        sleeper = asyncio.ensure_future(self.clock.sleep_until(when))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait((sleeper, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
 
     async def _finish(self, tasks: set[asyncio.Task[None]]) -> None:
         if tasks:
@@ -232,9 +252,6 @@ class Runner:
             return False
         self.sent += 1
         return True
-
-    def _choose(self, steps: list[Step]) -> Step:
-        return self.random.choices(steps, weights=[s.weight for s in steps])[0]
 
     async def _closed_model(self) -> None:
         config = self.config
@@ -257,22 +274,14 @@ class Runner:
         context = {**self.config.scenario.variables, "user": index}
         for name, items in self.config.data.items():
             context[name] = self.random.choice(items)
-        connection = Connection(self.target, self.headers)
+        connection = self.connect(self.target, self.headers)
         low, high = self.config.scenario.think_time
         iteration = 0
         try:
             while self._running():
                 context["iteration"] = iteration
-                step = self._choose(self._weighted)
-                if isinstance(step.action, ThinkStep):
-                    pause = self.random.uniform(step.action.low_s, step.action.high_s)
-                    await self._pause_until(self.clock.now() + pause)
-                elif isinstance(step.action, HttpStep):
-                    if not self._take():
-                        break
-                    await self._http(step, step.action, connection, context, self.clock.now())
-                else:
-                    await self._websocket(step, step.action, context)
+                if not await self._iteration(self._pick(think=True), connection, context):
+                    break
                 iteration += 1
                 if high > 0:
                     await self._pause_until(self.clock.now() + self.random.uniform(low, high))
@@ -281,33 +290,34 @@ class Runner:
             self.active_users -= 1
 
     async def _open_model(self, rate: float) -> None:
+        """Arrivals on a fixed schedule; each runs one iteration. At most ``max_in_flight``
+        run at once (each on its own connection): an arrival that finds them all taken waits,
+        and the wait is in its latency, measured from the intended send time."""
         pool: asyncio.LifoQueue[Connection] = asyncio.LifoQueue()
-        for _ in range(self.config.users):
-            pool.put_nowait(Connection(self.target, self.headers))
-        steps = [s for s in self._weighted if not isinstance(s.action, ThinkStep)]
+        for _ in range(self.config.max_in_flight):
+            pool.put_nowait(self.connect(self.target, self.headers))
         base: dict[str, Any] = {**self.config.scenario.variables, "user": 0}
         tasks: set[asyncio.Task[None]] = set()
+        arrivals = 0
 
         def fire(intended: float) -> None:
             # Each arrival is a fresh visitor: its own pick of each data source.
-            context = {**base, "iteration": self.sent}
+            nonlocal arrivals
+            context = {**base, "iteration": arrivals}
+            arrivals += 1
             for name, items in self.config.data.items():
                 context[name] = self.random.choice(items)
-            task = asyncio.create_task(self._arrival(self._choose(steps), intended, pool, context))
+            task = asyncio.create_task(self._arrival(intended, pool, context))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
-        def stop() -> bool:
-            return self._stop.is_set() or not self._take()
-
-        self.active_users = self.config.users
         await open_loop(
             self.clock,
             self._start + self.config.phase_s,
             rate,
             self._end,
             fire,
-            stopped=stop,
+            stopped=self._stop.is_set,
         )
         await self._pause_until(self._end)
         self._stop.set()
@@ -316,21 +326,58 @@ class Runner:
             pool.get_nowait().close()
 
     async def _arrival(
-        self,
-        step: Step,
-        intended: float,
-        pool: asyncio.LifoQueue[Connection],
-        context: dict[str, Any],
+        self, intended: float, pool: asyncio.LifoQueue[Connection], context: dict[str, Any]
     ) -> None:
-        if isinstance(step.action, WebSocketStep):
-            await self._websocket(step, step.action, context)
-            return
-        assert isinstance(step.action, HttpStep)
+        if pool.empty():
+            self.arrivals_waited += 1
         connection = await pool.get()
+        self.active_users += 1
         try:
-            await self._http(step, step.action, connection, context, intended)
+            await self._iteration(self._pick(think=False), connection, context, intended)
         finally:
+            self.active_users -= 1
             pool.put_nowait(connection)
+
+    def _pick(self, *, think: bool) -> list[Step]:
+        """One iteration's steps: all of them in order, or one by weight (a lone think step
+        is no arrival: the open model leaves them out of the draw)."""
+        if self._sequence:
+            return self.config.scenario.steps
+        steps = self._weighted
+        if not think:
+            steps = [s for s in steps if not isinstance(s.action, ThinkStep)]
+        if len(steps) == 1:
+            return steps
+        return [self.random.choices(steps, weights=[s.weight for s in steps])[0]]
+
+    async def _iteration(
+        self,
+        steps: list[Step],
+        connection: Connection,
+        context: dict[str, Any],
+        intended: float | None = None,
+    ) -> bool:
+        """Run ``steps`` in order; False once ``--max-requests`` is spent. An open-model
+        arrival (``intended`` given) was due before the end, so its first step runs even if a
+        late wake-up or a wait for a slot pushed it past the end, and a request's latency
+        counts from ``intended``; every other step runs only while the run is on, timed from
+        when its turn came."""
+        for position, step in enumerate(steps):
+            arrival = position == 0 and intended is not None
+            if (self.interrupted or self.lost) if arrival else not self._running():
+                return True
+            action = step.action
+            if isinstance(action, ThinkStep):
+                pause = self.random.uniform(action.low_s, action.high_s)
+                await self._pause_until(self.clock.now() + pause)
+            elif isinstance(action, HttpStep):
+                if not self._take():
+                    return False
+                started = intended if position == 0 and intended is not None else self.clock.now()
+                await self._http(step, action, connection, context, started)
+            else:
+                await self._websocket(step, action, context)
+        return True
 
     # ---------------------------------------------------------------- steps
 
@@ -342,15 +389,14 @@ class Runner:
         context: dict[str, Any],
         started: float,
     ) -> None:
-        target = render(action.path, context)
-        if action.query:
-            target += "?" + urlencode(render(action.query, context), doseq=True)
+        target = self._fixed_targets.get(step.name) or self._request_target(action, context)
         body = None if action.json is None else orjson.dumps(render(action.json, context))
         error: str | None = None
         received = 0
         try:
-            async with asyncio.timeout(action.timeout_s):
-                response = await connection.request(action.method, target, body, "application/json")
+            response = await connection.request(
+                action.method, target, body, "application/json", timeout=action.timeout_s
+            )
         except TimeoutError:
             error = "timeout"
         except ConnectionFailed as exc:
@@ -363,6 +409,13 @@ class Runner:
                 error = "status"
         elapsed_ms = (self.clock.now() - started) * 1000
         self.stats.steps[step.name].http(elapsed_ms, error, received)
+
+    @staticmethod
+    def _request_target(action: HttpStep, context: dict[str, Any]) -> str:
+        target: str = render(action.path, context)
+        if action.query:
+            target += "?" + urlencode(render(action.query, context), doseq=True)
+        return target
 
     def _connection_failed(self, reason: str) -> None:
         if self.clock.now() - self._last_ok > self.config.lost_after_s and self.lost is None:
@@ -489,83 +542,3 @@ async def fetch_data(url: str, token: str | None, scenario: Scenario) -> dict[st
     finally:
         connection.close()
     return results
-
-
-# ------------------------------------------------------------------ one process or several
-
-
-def run_load(
-    config: LoadConfig, workers: int = 1, on_progress: Callable[[Progress], None] | None = None
-) -> RunResult:
-    """Run in this process, or spread users (or the arrival rate) over ``workers`` processes
-    and merge their histograms exactly."""
-    if workers <= 1:
-        return _run_async(Runner(config).run(on_progress))
-    import concurrent.futures
-    import dataclasses
-    import multiprocessing
-
-    shares = []
-    for index in range(workers):
-        users = list(range(index, config.users, workers))
-        if not users:
-            continue
-        share = dataclasses.replace(config, user_indexes=users)
-        if config.rate:
-            share.rate = config.rate / workers
-            share.phase_s = index / config.rate
-        if config.max_requests:
-            share.max_requests = config.max_requests // workers + (
-                1 if index < config.max_requests % workers else 0
-            )
-            if share.max_requests == 0:
-                continue
-        shares.append(share)
-    context = multiprocessing.get_context("spawn")
-    interrupted = False
-
-    def on_sigint(_signum: int, _frame: object) -> None:
-        nonlocal interrupted
-        interrupted = True  # the workers got it too: they stop and report what they have
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        with concurrent.futures.ProcessPoolExecutor(len(shares), mp_context=context) as pool:
-            parts = list(pool.map(_worker, shares))
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    stats = Stats()
-    for part in parts:
-        stats.merge_wire(part["stats"])
-    lost = next((p["lost"] for p in parts if p["lost"]), None)
-    return RunResult(
-        stats,
-        max(p["duration_s"] for p in parts),
-        max(p["cpu_percent"] for p in parts),
-        interrupted or any(p["interrupted"] for p in parts),
-        lost,
-        workers=len(parts),
-        worker_requests=[p["requests"] for p in parts],
-    )
-
-
-def _run_async(main: Coroutine[Any, Any, RunResult]) -> RunResult:
-    """Run on uvloop when it is installed (the server extras bring it): a faster generator."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
-
-
-def _worker(config: LoadConfig) -> dict[str, Any]:
-    result = _run_async(Runner(config).run())
-    return {
-        "stats": result.stats.to_wire(),
-        "duration_s": result.duration_s,
-        "cpu_percent": result.cpu_percent,
-        "interrupted": result.interrupted,
-        "lost": result.lost,
-        "requests": result.stats.requests,
-    }

@@ -4,7 +4,8 @@ JSON: {duration_s, http_reqs: {count, rate}, http_req_failed: {count, rate},
 http_req_duration: {min, avg, p50, p90, p95, p99, max}, errors: {status, timeout, connection},
 data_received_bytes, ws_sessions: {ok, failed}, ws_connecting: {...}, ws_msgs_received,
 ws_msg_delay: {...}, thresholds: [{expr, ok, observed}], steps: {name: {...}},
-generator: {cpu_percent, limited, workers, worker_requests}, model, interrupted, lost}.
+generator: {cpu_percent, limited, workers, worker_requests, arrivals_waited}, model,
+interrupted, lost}.
 Durations are in milliseconds, ``rate`` per second (``http_req_failed.rate``: a fraction).
 """
 
@@ -55,6 +56,7 @@ def build_report(
         "limited": result.limited,
         "workers": result.workers,
         "worker_requests": result.worker_requests or [result.stats.requests],
+        "arrivals_waited": result.arrivals_waited,
     }
     report["model"] = model
     report["interrupted"] = result.interrupted

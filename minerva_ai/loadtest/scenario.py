@@ -1,7 +1,10 @@
 """Scenario files: named, weighted HTTP, WebSocket and think steps; variables; per-user data.
 
-Validated from YAML nodes so that every problem names its line::
+An iteration is one step picked by weight (``flow: weighted``, the default, as locust's
+tasks) or every step in order (``flow: sequence``, as a k6 iteration). Validated from YAML
+nodes so that every problem names its line::
 
+    flow: weighted             # or sequence
     think_time: 1s-3s          # between iterations; "0" for none
     variables: {feature: photo-tagging}
     data:                      # per user: one item picked at random from a list fetched at start
@@ -39,7 +42,8 @@ STEP_FIELDS = ("name", "weight", "tags", "http", "websocket", "think")
 HTTP_FIELDS = ("method", "path", "query", "json", "expect_status", "timeout")
 WS_FIELDS = ("path", "subscribe", "feature", "hold", "timeout")
 DATA_FIELDS = ("get", "field")
-TOP_FIELDS = ("name", "think_time", "variables", "data", "steps")
+TOP_FIELDS = ("name", "flow", "think_time", "variables", "data", "steps")
+FLOWS = ("weighted", "sequence")
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class DataSource:
 class Scenario:
     name: str
     steps: list[Step]
+    flow: str = "weighted"
     think_time: tuple[float, float] = (0.0, 0.0)
     variables: dict[str, Any] = field(default_factory=dict)
     data: dict[str, DataSource] = field(default_factory=dict)
@@ -138,12 +143,14 @@ def _lookup(name: str, context: Mapping[str, Any]) -> Any:
 
 
 def default_scenario(think_time: tuple[float, float] = (1.0, 3.0)) -> Scenario:
-    """The plan's load test: each user lists features and opens a WebSocket."""
+    """The plan's load test: each iteration a user lists features, then opens a WebSocket
+    (following the organization's logs for a second), then thinks."""
     return Scenario(
         name="default",
+        flow="sequence",
         think_time=think_time,
         steps=[
-            Step("list-features", 3, {}, HttpStep("GET", f"{API}/features")),
+            Step("list-features", 1, {}, HttpStep("GET", f"{API}/features")),
             Step("websocket", 1, {}, WebSocketStep(channel="logs", hold_s=1.0)),
         ],
     )
@@ -234,6 +241,11 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         raise UsageError(f"{source}: the scenario is empty")
     top = loader.mapping(root, "the scenario", TOP_FIELDS)
     scenario = Scenario(name=str(loader.value(top["name"])) if "name" in top else source, steps=[])
+    if "flow" in top:
+        flow = loader.value(top["flow"])
+        if flow not in FLOWS:
+            raise loader.fail(top["flow"], f"flow: one of {', '.join(FLOWS)}")
+        scenario.flow = flow
     if "think_time" in top:
         try:
             scenario.think_time = parse_think_time(str(loader.value(top["think_time"])))
@@ -254,12 +266,18 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     known = {*BUILTINS, *scenario.variables, *scenario.data}
     for index, node in enumerate(steps_node.value, start=1):
         step = _step(loader, node, index)
+        if scenario.flow == "sequence" and "weight" in loader.mapping(node, "", STEP_FIELDS):
+            raise loader.fail(node, "weight applies to flow: weighted (a sequence runs every step)")
         if step.name in {s.name for s in scenario.steps}:
             raise loader.fail(node, f"two steps are named {step.name!r}")
         _check_variables(loader, node, step, known)
         scenario.steps.append(step)
-    if not any(s.weight > 0 for s in scenario.steps):
-        raise loader.fail(steps_node, "at least one step needs a weight above 0")
+    if scenario.flow == "weighted" and not any(
+        s.weight > 0 and not isinstance(s.action, ThinkStep) for s in scenario.steps
+    ):
+        raise loader.fail(steps_node, "at least one http or websocket step needs a weight above 0")
+    if not any(not isinstance(s.action, ThinkStep) for s in scenario.steps):
+        raise loader.fail(steps_node, "the scenario needs an http or websocket step")
     return scenario
 
 
@@ -347,16 +365,17 @@ def _check_variables(loader: _Loader, node: yaml.Node, step: Step, known: set[st
         texts = [action.path, action.query, action.json]
     elif isinstance(action, WebSocketStep):
         texts = [action.path, action.feature]
-    for name in _names(texts):
+    for name in variables_in(texts):
         if name not in known:
             raise loader.fail(node, f"step {step.name!r} uses undefined variable ${{{name}}}")
 
 
-def _names(value: Any) -> list[str]:
+def variables_in(value: Any) -> list[str]:
+    """The ``${name}`` variables used in a string, or in a JSON-like value's strings."""
     if isinstance(value, str):
         return _VARIABLE.findall(value)
     if isinstance(value, dict):
-        return [n for item in value.values() for n in _names(item)]
+        return [n for item in value.values() for n in variables_in(item)]
     if isinstance(value, list):
-        return [n for item in value for n in _names(item)]
+        return [n for item in value for n in variables_in(item)]
     return []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -58,6 +59,10 @@ def test_fifty_users_run_the_default_scenario_without_errors(run: Run, tmp_path:
     assert set(report["steps"]) == {"list-features", "websocket"}
     listing = report["steps"]["list-features"]
     assert listing["http_reqs"]["count"] == report["http_reqs"]["count"]
+    # Each iteration lists, then opens a WebSocket: a user's last one may be cut short.
+    sessions = report["ws_sessions"]["ok"] + report["ws_sessions"]["failed"]
+    assert 0 <= listing["http_reqs"]["count"] - sessions <= 50
+    assert report["model"]["flow"] == "sequence"
     assert report["steps"]["websocket"]["ws_sessions"] == report["ws_sessions"]
     assert report["model"]["type"] == "closed" and report["model"]["users"] == 50
     assert set(report["generator"]) >= {"cpu_percent", "limited"}
@@ -120,6 +125,19 @@ def test_two_workers_merge_counts_exactly(run: Run) -> None:
     assert report["duration_s"] < 30
 
 
+def test_workers_report_progress_together(run: Run) -> None:
+    """With -v off a terminal, the progress line comes every second or so: the users of both
+    workers, summed."""
+    result = run(
+        "-v", "load-test", "--get", f"{API}/features", "--users", "4", "--workers", "2",
+        "--duration", "4s", "--think-time", "0.05s", "-o", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "req/s" in line]
+    assert lines, result.stderr
+    assert all(re.search(r"users 4 .* p95 [\d.,]+ ms  errors 0$", line) for line in lines), lines
+
+
 @pytest.mark.parametrize(
     ("args", "problem"),
     [
@@ -131,6 +149,9 @@ def test_two_workers_merge_counts_exactly(run: Run) -> None:
         (["--think-time", "3s-1s"], "ends before it starts"),
         (["--get", "api/health"], "relative to the service root"),
         (["--rate", "10/s", "--ramp-up", "5s"], "--ramp-up applies to --users"),
+        (["--users", "10", "--rate", "5/s"], "--users (closed model) and --rate (open model)"),
+        (["--max-in-flight", "5"], "--max-in-flight applies to --rate"),
+        (["--rate", "5/s", "--max-in-flight", "0"], "--max-in-flight"),
         (["--scenario", "BAD", "--get", "/x"], "alternatives"),
         (["--scenario", "BAD"], "bad.yaml:4: unknown field 'grpc' in step 2"),
         (["--scenario", "MISSING"], "cannot read scenario"),

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from minerva_ai.loadtest.engine import LoadConfig, Runner, open_loop, timed
-from minerva_ai.loadtest.http import Connection, Target
+from minerva_ai.loadtest.engine import LoadConfig, Runner, RunResult, open_loop
+from minerva_ai.loadtest.http import Connection, Response, Target
 from minerva_ai.loadtest.scenario import Scenario, get_scenario, parse_scenario
 from minerva_ai.loadtest.stats import StepStats, percentile_ms
 
@@ -43,6 +43,8 @@ class FakeClock:
             if task.done():
                 return task.result()
             when, _, future = heapq.heappop(self._sleepers)
+            if future.done():  # a pause cut short when the run stopped
+                continue
             self.t = max(self.t, when) + self.lag
             future.set_result(None)
 
@@ -71,41 +73,148 @@ def test_open_loop_stops_at_max_requests() -> None:
     assert count == 7 == len(fired)
 
 
+class SimulatedServer:
+    """A server on virtual time, reached through connections the Runner is given: each
+    request takes ``service_s``; with ``serial`` they are served one at a time, in order."""
+
+    def __init__(self, clock: FakeClock, service_s: float, *, serial: bool) -> None:
+        self.clock = clock
+        self.service_s = service_s
+        self.serial = serial
+        self.free_at = clock.t
+        self.log: list[tuple[str, float]] = []  # (target, when it was received)
+
+    def connect(self, _target: Target, _headers: dict[str, str]) -> SimulatedConnection:
+        return SimulatedConnection(self)
+
+
+class SimulatedConnection(Connection):
+    def __init__(self, server: SimulatedServer) -> None:
+        self.server = server
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        body: bytes | None = None,
+        content_type: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> Response:
+        server = self.server
+        server.log.append((target, server.clock.now()))
+        begin = max(server.clock.now(), server.free_at) if server.serial else server.clock.now()
+        if server.serial:
+            server.free_at = begin + server.service_s
+        await server.clock.sleep_until(begin + server.service_s)
+        return Response(200, b"{}", 2)
+
+    def close(self) -> None:
+        pass
+
+
+def run_virtual(
+    clock: FakeClock, server: SimulatedServer, config: LoadConfig
+) -> tuple[Runner, RunResult]:
+    runner = Runner(config, clock=clock, seed=1, connect=server.connect)
+    return runner, asyncio.run(clock.drive(runner.run()))
+
+
+def latencies(runner: Runner, step: str) -> list[float]:
+    histogram = runner.stats.steps[step].duration
+    return [
+        item.value_iterated_to / 1000
+        for item in histogram.get_recorded_iterator()
+        for _ in range(item.count_at_value_iterated_to)
+    ]
+
+
 def test_latency_is_measured_from_the_intended_send_time() -> None:
     """A server that takes 250 ms per request, one at a time, under 10 arrivals/s: request i
     is due at 0.1*i and completes at 0.25*(i+1), so its corrected latency is 250 + 150*i ms,
-    while the server-side time stays at 250 ms and would hide the queue."""
+    while the time the server spent on it stays 250 ms and would hide the queue."""
     clock = FakeClock()
-    start = clock.t
-    server_free = [start]
-    corrected: dict[int, float] = {}
-    service_ms: dict[int, float] = {}
-    tasks: list[asyncio.Task[None]] = []
+    server = SimulatedServer(clock, 0.25, serial=True)
+    config = LoadConfig("http://sim", None, get_scenario(["/x"], (0, 0)), rate=10, duration_s=1)
+    runner, result = run_virtual(clock, server, config)
 
-    def call_for(index: int) -> Callable[[], Awaitable[None]]:
-        async def call() -> None:
-            begin = max(clock.now(), server_free[0])
-            server_free[0] = begin + 0.25
-            await clock.sleep_until(begin + 0.25)
-            service_ms[index] = (clock.now() - begin) * 1000
+    assert [when - server.log[0][1] for _, when in server.log] == pytest.approx(
+        [0.1 * i for i in range(10)]
+    )
+    assert latencies(runner, "GET /x") == pytest.approx(
+        [250 + 150 * i for i in range(10)], rel=1e-3
+    )
+    assert result.arrivals_waited == 0
 
-        return call
 
-    async def measure(index: int, due: float) -> None:
-        corrected[index] = await timed(clock, due, call_for(index))
+def test_an_arrival_waiting_for_an_in_flight_slot_counts_the_wait() -> None:
+    """Two slots, requests of 230 ms served in parallel, 10 arrivals/s for 1 s: arrival i
+    starts when it is due or when a slot frees, whichever is later, and its latency runs from
+    its due time. The last one starts after the end: it was due before, so it is sent."""
+    clock = FakeClock()
+    server = SimulatedServer(clock, 0.23, serial=False)
+    config = LoadConfig(
+        "http://sim", None, get_scenario(["/x"], (0, 0)), rate=10, max_in_flight=2, duration_s=1
+    )
+    runner, result = run_virtual(clock, server, config)
 
-    def fire(due: float) -> None:
-        tasks.append(asyncio.ensure_future(measure(len(tasks), due)))
-
-    async def scenario() -> None:
-        await open_loop(clock, start, 10.0, start + 1.0, fire)
-        await asyncio.gather(*tasks)
-
-    asyncio.run(clock.drive(scenario()))
-    assert sorted(corrected) == list(range(10))
+    free = [0.0, 0.0]
+    expected, waited = [], 0
     for index in range(10):
-        assert corrected[index] == pytest.approx(250 + 150 * index, abs=1e-6)
-        assert service_ms[index] == pytest.approx(250, abs=1e-6)
+        due = index / 10
+        start = max(due, heapq.heappop(free))
+        heapq.heappush(free, start + 0.23)
+        waited += start > due
+        expected.append((start + 0.23 - due) * 1000)
+    assert sorted(latencies(runner, "GET /x")) == pytest.approx(sorted(expected), rel=1e-3)
+    assert max(expected) > 230 * 1.5  # the wait is in there
+    assert result.arrivals_waited == waited == 8
+
+
+SEQUENCE = """
+flow: sequence
+steps:
+  - name: a
+    http: {path: /a}
+  - think: 500ms
+  - name: b
+    http: {path: /b}
+"""
+
+
+def test_a_sequence_runs_every_step_in_order_each_iteration() -> None:
+    """One user, 100 ms requests, a 500 ms think step between them: iterations start at 0,
+    0.7 and 1.4 s; the run ends at 2 s during the third iteration's pause, so /b is not sent."""
+    clock = FakeClock()
+    server = SimulatedServer(clock, 0.1, serial=True)
+    config = LoadConfig("http://sim", None, parse_scenario(SEQUENCE), users=1, duration_s=2)
+    run_virtual(clock, server, config)
+
+    begin = server.log[0][1]
+    assert [(target, round(when - begin, 6)) for target, when in server.log] == [
+        ("/a", 0.0),
+        ("/b", 0.6),
+        ("/a", 0.7),
+        ("/b", 1.3),
+        ("/a", 1.4),
+    ]
+
+
+def test_in_the_open_model_only_an_iterations_first_request_counts_from_its_due_time() -> None:
+    """One slot, 300 ms requests, an arrival every 500 ms running /a then /b: arrival 1 waits
+    for the slot until 0.6 s, so /a takes 400 ms from its due time; /b always 300 ms, timed
+    from its turn. Arrival 2 gets the slot at 1.2 s and sends /a; the run is over before /b."""
+    clock = FakeClock()
+    server = SimulatedServer(clock, 0.3, serial=False)
+    plan = parse_scenario(
+        "flow: sequence\nsteps:\n  - {name: a, http: {path: /a}}\n  - {name: b, http: {path: /b}}\n"
+    )
+    config = LoadConfig("http://sim", None, plan, rate=2, max_in_flight=1, duration_s=1.4)
+    runner, result = run_virtual(clock, server, config)
+
+    assert latencies(runner, "a") == pytest.approx([300, 400, 500], rel=1e-3)
+    assert latencies(runner, "b") == pytest.approx([300, 300], rel=1e-3)
+    assert result.arrivals_waited == 2
 
 
 # ------------------------------------------------------------------ real sockets
@@ -167,9 +276,7 @@ def test_a_stall_shows_up_in_the_open_model_p99() -> None:
 
     async def main() -> Runner:
         async with LoopbackServer(stall_once) as url:
-            config = LoadConfig(
-                url, None, get_scenario(["/x"], (0, 0)), users=50, rate=100, duration_s=1.5
-            )
+            config = LoadConfig(url, None, get_scenario(["/x"], (0, 0)), rate=100, duration_s=1.5)
             runner = Runner(config)
             await runner.run()
             return runner
@@ -202,43 +309,6 @@ def test_a_target_lost_mid_run_stops_the_run() -> None:
     assert result.lost is not None and "no connection" in result.lost
     assert result.duration_s < 10
     assert runner.stats.steps["GET /x"].errors["connection"] > 0
-
-
-def test_the_client_reads_chunked_and_length_bodies_on_one_connection() -> None:
-    replies = [
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
-        b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno",
-        b"HTTP/1.1 204 No Content\r\n\r\n",
-    ]
-    seen: list[bytes] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for reply in replies:
-            head = await reader.readuntil(b"\r\n\r\n")
-            seen.append(head)
-            if b"Content-Length" in head:
-                await reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r")[0]))
-            writer.write(reply)
-            await writer.drain()
-        writer.close()
-
-    async def main() -> list[tuple[int, bytes]]:
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        connection = Connection(Target.from_url(f"http://127.0.0.1:{port}/base"), {"X-A": "1"})
-        got = []
-        for method, body in (("GET", None), ("POST", b"{}"), ("DELETE", None)):
-            response = await connection.request(method, "/p?q=1", body, "application/json")
-            got.append((response.status, response.body))
-        connection.close()
-        server.close()
-        return got
-
-    assert asyncio.run(main()) == [(200, b"hello world"), (404, b"no"), (204, b"")]
-    assert seen[0].startswith(b"GET /base/p?q=1 HTTP/1.1\r\nHost: 127.0.0.1:")
-    assert b"X-A: 1\r\n" in seen[0]
-    assert b"Content-Type: application/json\r\nContent-Length: 2\r\n" in seen[1]
 
 
 def test_errors_are_counted_by_kind() -> None:

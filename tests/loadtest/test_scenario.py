@@ -11,6 +11,7 @@ from minerva_ai.loadtest.scenario import (
     HttpStep,
     ThinkStep,
     WebSocketStep,
+    default_scenario,
     load_scenario,
     parse_scenario,
     parse_think_time,
@@ -74,12 +75,29 @@ def test_steps_fields_and_think_steps() -> None:
         ("think_time: soon\nsteps:\n  - think: 1s\n", "s.yaml:1: invalid think time 'soon'"),
         ("steps:\n  - http: {path: /x}\n    weight: -1\n", "s.yaml:3: weight must be a number"),
         ("steps: [\n", "s.yaml:2: not valid YAML"),
+        ("flow: random\nsteps:\n  - http: {path: /x}\n", "s.yaml:1: flow: one of weighted"),
+        (
+            "flow: sequence\nsteps:\n  - http: {path: /x}\n    weight: 2\n",
+            "s.yaml:3: weight applies to flow: weighted",
+        ),
+        ("steps:\n  - think: 1s\n", "s.yaml:2: at least one http or websocket step needs"),
+        ("flow: sequence\nsteps:\n  - think: 1s\n", "s.yaml:3: the scenario needs an http"),
     ],
 )
 def test_problems_name_their_line(text: str, problem: str) -> None:
     with pytest.raises(UsageError) as caught:
         parse_scenario(text, "s.yaml")
     assert problem in str(caught.value)
+
+
+def test_flow_defaults_to_weighted_and_the_plans_default_is_a_sequence() -> None:
+    assert parse_scenario("steps:\n  - http: {path: /x}\n").flow == "weighted"
+    sequence = parse_scenario("flow: sequence\nsteps:\n  - http: {path: /x}\n  - think: 1s\n")
+    assert sequence.flow == "sequence"
+    default = default_scenario()
+    assert default.flow == "sequence"
+    assert [s.kind for s in default.steps] == ["http", "websocket"]
+    assert default.think_time == (1.0, 3.0)
 
 
 def test_think_time_and_rendering() -> None:
