@@ -7,7 +7,7 @@ DEMO_DIR := $(CURDIR)/.demo
 DEMO_PORT ?= 8765
 DEMO_ENV := MINERVA_HOME=$(DEMO_DIR)/home MINERVA_CONFIG_DIR=$(DEMO_DIR)/config MINERVA_PROFILE=local
 
-.PHONY: help install install-server lint typecheck format test test-fast demo demo-stop openapi cli-docs docs bench clean
+.PHONY: help install install-server lint typecheck format test test-fast demo demo-stop openapi cli-docs docs bench bench-tools clean
 
 help:
 	@echo "make demo       start the service on embedded databases with the demo organization, tour the CLI"
@@ -63,7 +63,16 @@ demo: install-server
 demo-stop:
 	@$(DEMO_ENV) BIN=$(BIN) bash examples/demo.sh stop
 
-bench: install
+# The benchmarks' tools (Debian packages), installed when missing and apt-get can.
+BENCH_TOOLS := wrk hyperfine nginx curl psql
+bench-tools:
+	@missing=""; for tool in $(BENCH_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing the benchmarks' tools:$$missing"; \
+		apt-get update -qq && apt-get install -y -qq wrk hyperfine nginx-light curl postgresql-client >/dev/null; \
+	fi
+
+bench: install bench-tools
 	$(BIN)/python bench/run.py
 
 clean: demo-stop

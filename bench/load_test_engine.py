@@ -1,17 +1,20 @@
 """How fast is `minerva-ai load-test` as a generator, next to wrk on the same target?
 
-Two targets, each on CPU 0, with wrk (-t1 -c50) and load-test (--users 50, --think-time 0)
-taking turns on CPU 1:
+Every target runs on CPU 0; wrk (-t1 -c50) and load-test (--users 50, --think-time 0)
+take turns on CPU 1, alternating over --rounds:
 
 - the service's ``GET /features`` (embedded PostgreSQL and Redis; --features of them);
   goal: load-test's req/s >= 0.9x wrk's, i.e. the generator never limits a test of our
   service;
-- a static JSON file: Debian's nginx when it is installed, else a minimal asyncio HTTP
-  server (reported as such); goal >= 10,000 req/s on one core, ratio to wrk reported.
+- Debian's nginx serving a small static JSON file (one worker process); goal >= 10,000
+  req/s on one core, ratio to wrk reported;
+- the open model's rate accuracy against nginx: requested vs sent arrivals per second, and
+  the p99 measured from the intended send times (the generator's own lateness shows there).
 
-Loopback only; bounded; stops what it started. Run:
+Needs Debian's ``wrk`` and ``nginx`` (``nginx-light`` will do). Loopback only; bounded;
+stops what it started. Run:
 
-    .venv/bin/python bench/load_test_engine.py [--duration 10] [--skip-service]
+    .venv/bin/python bench/load_test_engine.py [--duration 10] [--rounds 2] [--skip-service]
 """
 
 from __future__ import annotations
@@ -20,10 +23,14 @@ import argparse
 import json
 import os
 import shutil
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +42,15 @@ from benchlib import (
     print_machine,
     run_wrk,
     taskset,
+    wait_quiet,
 )
 
 MINERVA_AI = str(Path(sys.executable).parent / "minerva-ai")
 BODY = b'{"success": true, "data": [{"name": "photo-tagging"}], "count": 1}'
-MINIMAL_SERVER = f"""
-import asyncio
-BODY = {BODY!r}
-HEAD = b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\n"
-RESP = HEAD + b"Content-Length: %d\\r\\n\\r\\n%s" % (len(BODY), BODY)
-class P(asyncio.Protocol):
-    def connection_made(self, t):
-        self.t, self.buf = t, b""
-    def data_received(self, d):
-        self.buf += d
-        while b"\\r\\n\\r\\n" in self.buf:
-            _, self.buf = self.buf.split(b"\\r\\n\\r\\n", 1)
-            self.t.write(RESP)
-async def main():
-    server = await asyncio.get_running_loop().create_server(P, "127.0.0.1", {{port}})
-    print("ready", flush=True)
-    await asyncio.sleep(600)
-asyncio.run(main())
-"""
+NGINX_MISSING = (
+    "nginx is not installed: `apt-get update && apt-get install -y nginx-light` "
+    "(Debian), then run this again"
+)
 NGINX_CONF = """
 worker_processes 1; daemon off; pid {root}/nginx.pid; error_log {root}/error.log;
 events {{ worker_connections 1024; }}
@@ -73,7 +66,9 @@ def free_port() -> int:
     return pick()
 
 
-def load_test(url: str, path: str, token: str | None, duration: int) -> dict[str, Any]:
+def load_test(
+    url: str, path: str, token: str | None, duration: int, model: list[str] | None = None
+) -> dict[str, Any]:
     env = {**os.environ, "MINERVA_URL": url}
     if token:
         env["MINERVA_TOKEN"] = token
@@ -84,8 +79,7 @@ def load_test(url: str, path: str, token: str | None, duration: int) -> dict[str
         "load-test",
         "--get",
         path,
-        "--users",
-        "50",
+        *(model or ["--users", "50"]),
         "--think-time",
         "0",
         "--duration",
@@ -104,58 +98,89 @@ def load_test(url: str, path: str, token: str | None, duration: int) -> dict[str
     return report
 
 
-def compare(name: str, url: str, path: str, token: str, duration: int) -> dict[str, Any]:
-    wrk = run_wrk(url + path, token, cpu=1, duration_s=duration)
-    report = load_test(url, path, token or None, duration)
-    ours = report["http_reqs"]["rate"]
-    result = {
-        "wrk_rps": wrk.requests_per_s,
-        "load_test_rps": ours,
-        "ratio": round(ours / wrk.requests_per_s, 3),
-        "wrk_errors": wrk.errors,
-        "load_test_failed": report["http_req_failed"]["count"],
-        "load_test_p99_ms": report["http_req_duration"]["p99"],
-        "generator": report["generator"],
-    }
-    if wrk.errors != "none" or result["load_test_failed"]:
-        # A ratio of two floods of errors says nothing about the generator.
-        raise RuntimeError(
-            f"{name}: requests failed (wrk: {wrk.errors}; load-test: "
-            f"{result['load_test_failed']} failed)"
+def compare(
+    name: str, url: str, path: str, token: str, duration: int, rounds: int
+) -> dict[str, Any]:
+    """wrk and load-test in turn, ``rounds`` times each; the ratio of their medians."""
+    wrk_rps, ours_rps, reports = [], [], []
+    for _ in range(rounds):
+        wrk = run_wrk(url + path, token, cpu=1, duration_s=duration)
+        report = load_test(url, path, token or None, duration)
+        if wrk.errors != "none" or report["http_req_failed"]["count"]:
+            # A ratio of two floods of errors says nothing about the generator.
+            raise RuntimeError(
+                f"{name}: requests failed (wrk: {wrk.errors}; load-test: "
+                f"{report['http_req_failed']['count']} failed)"
+            )
+        wrk_rps.append(wrk.requests_per_s)
+        ours_rps.append(report["http_reqs"]["rate"])
+        reports.append(report)
+        print(
+            f"{name}: wrk {wrk.requests_per_s:,.0f} req/s, load-test "
+            f"{report['http_reqs']['rate']:,.0f} req/s, generator cpu "
+            f"{report['generator']['cpu_percent']}%",
+            flush=True,
         )
-    print(
-        f"{name}: wrk {wrk.requests_per_s:,.0f} req/s, load-test {ours:,.0f} req/s "
-        f"(ratio {result['ratio']}), generator cpu {report['generator']['cpu_percent']}%"
-    )
+    wrk_median, ours_median = statistics.median(wrk_rps), statistics.median(ours_rps)
+    result = {
+        "wrk_rps": wrk_rps,
+        "load_test_rps": ours_rps,
+        "ratio": round(ours_median / wrk_median, 3),
+        "load_test_p99_ms": [r["http_req_duration"]["p99"] for r in reports],
+        "generator_cpu_percent": [r["generator"]["cpu_percent"] for r in reports],
+    }
+    print(f"{name}: ratio of medians {result['ratio']}", flush=True)
     return result
 
 
-def static_target(root: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    port = free_port()
-    root.chmod(0o755)  # nginx's workers run as another user: they must read the file
-    (root / "features.json").write_bytes(BODY)
-    if shutil.which("nginx"):
-        conf = root / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(root=root, port=port))
-        process = subprocess.Popen([*taskset(0), "nginx", "-c", str(conf), "-p", str(root)])
-        kind = "nginx"
-    else:
-        process = subprocess.Popen(
-            [*taskset(0), sys.executable, "-c", MINIMAL_SERVER.replace("{port}", str(port))],
-            stdout=subprocess.PIPE,
+def rate_accuracy(url: str, path: str, rates: list[int], duration: int) -> list[dict[str, Any]]:
+    """The open model at each rate: arrivals sent per second vs asked for."""
+    results = []
+    for rate in rates:
+        report = load_test(url, path, None, duration, ["--rate", f"{rate}/s"])
+        sent = report["http_reqs"]["count"] / duration
+        entry = {
+            "requested_per_s": rate,
+            "sent_per_s": round(sent, 1),
+            "accuracy": round(sent / rate, 4),
+            "p50_ms": report["http_req_duration"]["p50"],
+            "p99_ms": report["http_req_duration"]["p99"],
+            "failed": report["http_req_failed"]["count"],
+            "arrivals_waited": report["generator"]["arrivals_waited"],
+            "generator_cpu_percent": report["generator"]["cpu_percent"],
+        }
+        print(
+            f"open model {rate:,}/s: sent {sent:,.0f}/s ({entry['accuracy']:.2%}), p50 "
+            f"{entry['p50_ms']} ms, p99 {entry['p99_ms']} ms from the intended times, "
+            f"generator cpu {entry['generator_cpu_percent']}%",
+            flush=True,
         )
-        assert process.stdout is not None
-        process.stdout.readline()
-        kind = "minimal asyncio server (nginx is not installed)"
-    deadline = time.monotonic() + 10
-    import socket
+        results.append(entry)
+    return results
 
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    return process, f"http://127.0.0.1:{port}", kind
+
+@contextmanager
+def nginx(root: Path) -> Iterator[str]:
+    """Debian's nginx on CPU 0, one worker, serving ``features.json`` from ``root``."""
+    port = free_port()
+    root.chmod(0o755)  # nginx's worker runs as another user: it must read the file
+    (root / "features.json").write_bytes(BODY)
+    conf = root / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(root=root, port=port))
+    process = subprocess.Popen([*taskset(0), "nginx", "-c", str(conf), "-p", str(root)])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"nginx did not start: {(root / 'error.log').read_text()}")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 def main() -> int:
@@ -163,30 +188,43 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=int, default=10, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each side per target")
     parser.add_argument("--features", type=int, default=100)
-    parser.add_argument("--skip-service", action="store_true", help="the static target only")
+    parser.add_argument(
+        "--rates", default="1000,10000,30000", help="open-model rates to check (per second)"
+    )
+    parser.add_argument("--skip-service", action="store_true", help="nginx only")
+    parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        print(WRK_MISSING, file=sys.stderr)
-        return 2
-    print_machine()
-    results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="minerva-bench-static-") as tmp:
-        process, url, kind = static_target(Path(tmp))
-        try:
-            results["static"] = {
-                "target": kind,
-                **compare(kind, url, "/features.json", "", args.duration),
-            }
-        finally:
-            process.terminate()
-            process.wait(10)
-    results["static"]["goal_10k"] = results["static"]["load_test_rps"] >= 10_000
+    for tool, missing in (("wrk", WRK_MISSING), ("nginx", NGINX_MISSING)):
+        if not shutil.which(tool):
+            print(missing, file=sys.stderr)
+            return 2
+    if args.wait_quiet:
+        wait_quiet(args.wait_quiet)
+    nginx_version = subprocess.run(
+        ["nginx", "-v"], capture_output=True, text=True, check=False
+    ).stderr.strip()
+    print_machine({"nginx": nginx_version})
+    results: dict[str, Any] = {"nginx_version": nginx_version}
+    with (
+        tempfile.TemporaryDirectory(prefix="minerva-bench-static-") as tmp,
+        nginx(Path(tmp)) as url,
+    ):
+        results["nginx"] = compare("nginx", url, "/features.json", "", args.duration, args.rounds)
+        rates = [int(r) for r in args.rates.split(",") if r]
+        results["open_model"] = rate_accuracy(url, "/features.json", rates, args.duration)
+    results["nginx"]["goal_10k"] = min(results["nginx"]["load_test_rps"]) >= 10_000
     if not args.skip_service:
         with embedded_databases(args.features) as dbs, Service("minerva", dbs, cpu=0) as service:
             results["service"] = compare(
-                "service GET /features", service.url, FEATURES_PATH, dbs.token, args.duration
+                "service GET /features",
+                service.url,
+                FEATURES_PATH,
+                dbs.token,
+                args.duration,
+                args.rounds,
             )
         results["service"]["goal_0.9x"] = results["service"]["ratio"] >= 0.9
     print(json.dumps(results, indent=2))

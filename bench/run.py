@@ -21,6 +21,7 @@ BENCHMARKS = [
     "logs_query",
     "logs_tail",
     "ws_fanout",
+    "load_test_engine",
 ]
 TIMEOUT_S = 900  # each benchmark bounds itself well below this
 TIMEOUTS_S = {"logs_query": 1800}  # seeds 10M rows first
@@ -78,6 +79,7 @@ def summarise() -> str:
             "(goal <= 1.25x)"
         )
     lines.extend(summarise_logs())
+    lines.extend(summarise_load_test())
     return "\n".join(lines)
 
 
@@ -126,6 +128,27 @@ def summarise_logs() -> list[str]:
             for p in fanout["phases"]
         ]
         lines.append(f"1,000 WS followers x 25/s: {'; '.join(parts)}")
+    return lines
+
+
+def summarise_load_test() -> list[str]:
+    engine = _load("load_test_engine")
+    if not engine or "nginx" not in engine:
+        return []
+    nginx = engine["nginx"]
+    lines = [
+        f"load-test vs wrk on nginx: {min(nginx['load_test_rps']):,.0f} req/s on one core "
+        f"(goal >= 10,000), {nginx['ratio']:.2f}x wrk"
+    ]
+    if "service" in engine:
+        lines.append(
+            f"load-test vs wrk on GET /features: {engine['service']['ratio']:.2f}x (goal >= 0.9x)"
+        )
+    for entry in engine.get("open_model", []):
+        lines.append(
+            f"open model {entry['requested_per_s']:,}/s: sent {entry['accuracy']:.1%} of it, "
+            f"p99 {entry['p99_ms']} ms"
+        )
     return lines
 
 

@@ -82,8 +82,8 @@ def _paths(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...])
 @click.option(
     "--scenario",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Scenario YAML (see examples/scenarios/). Default: list features and open a "
-    "WebSocket, 1-3 s think time.",
+    help="Scenario YAML (see examples/scenarios/). Default: each user lists features, "
+    "then opens a WebSocket, then thinks for 1-3 s.",
 )
 @click.option(
     "--users",
@@ -148,14 +148,15 @@ def _paths(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...])
     "--think-time",
     metavar="0|MIN-MAX",
     callback=_think,
-    help="Pause between a user's requests: 0, 1s, 1s-3s (overrides the scenario's).",
+    help="Pause between a user's iterations: 0, 1s, 1s-3s (overrides the scenario's; "
+    "the open model's schedule is its own pacing).",
 )
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Spread users over N processes; histograms are merged exactly.",
+    help="Spread users (or the arrival rate) over N processes; histograms are merged exactly.",
 )
 @click.option(
     "--out",
@@ -187,17 +188,22 @@ def load_test(
 ) -> None:
     """Put load on the service over HTTP and WebSocket; gate on thresholds.
 
-    Closed model: --users with --ramp-up. Open model: --rate; a slow server cannot hide
-    its queueing (coordinated omission). Percentiles come from HDR histograms. Progress
-    goes to stderr once a second on a terminal; the summary to stdout; -o json prints the
-    report (also written by --out). Scenario format, threshold grammar and the report's
-    fields: docs/load-test.md.
+    Closed model: --users, each running iterations back to back (--ramp-up). Open model:
+    --rate instead, one iteration per arrival, latency from each arrival's intended send
+    time so a slow server cannot hide its queueing (coordinated omission); --max-in-flight
+    bounds it. An iteration is every step in order (flow: sequence) or one step picked by
+    weight (flow: weighted). Percentiles come from HDR histograms. Progress goes to stderr
+    once a second on a terminal; the summary to stdout; -o json prints the report (also
+    written by --out). Scenario format, threshold grammar and the report's fields:
+    docs/load-test.md.
 
     \b
     Examples:
       minerva-ai load-test --users 50 --duration 30s
       minerva-ai load-test --scenario examples/scenarios/demo.yaml --rate 200/s \\
           --threshold 'http_req_duration:p(95)<500' --junit load.xml
+      minerva-ai load-test --scenario examples/scenarios/journey.yaml --users 20 \\
+          --ramp-up 30s --duration 5m --workers 2 --out report.json
       minerva-ai load-test --get /api/health --think-time 0 --users 20 --duration 10s
 
     \b

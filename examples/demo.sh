@@ -106,6 +106,8 @@ run features list -o json --status maintenance
 run logs tail -n 5
 run logs tail --level warn+ -n 5
 run logs export -o csv --since 5m --out "$DEMO_DIR/logs.csv"
+run load-test --scenario examples/scenarios/journey.yaml --users 20 --duration 8s \
+    --threshold 'http_req_duration:p(95)<2000' --threshold 'ws_connecting:p(95)<2000'
 
 cat <<TXT
 

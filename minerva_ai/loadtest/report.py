@@ -93,7 +93,14 @@ def summary_text(report: dict[str, Any]) -> str:
     """The human summary, k6-like."""
     reqs, failed = report["http_reqs"], report["http_req_failed"]
     d = report["http_req_duration"]
+    model = report["model"]
+    load = (
+        f"open, {model['rate']:g} arrivals/s, at most {model['max_in_flight']} in flight"
+        if model["type"] == "open"
+        else f"closed, {model['users']} users"
+    )
     lines = [
+        f"model .............. {load}; scenario {model['scenario']} ({model['flow']})",
         f"duration ........... {report['duration_s']:.1f} s",
         f"http_reqs .......... {reqs['count']:,}  ({reqs['rate']:,.1f}/s)",
         f"http_req_failed .... {failed['count']:,}  ({failed['rate'] * 100:.2f}%)"
@@ -133,6 +140,11 @@ def summary_text(report: dict[str, Any]) -> str:
         + (
             " (LIMITED: the generator, not the target, may have been the bottleneck)"
             if generator["limited"]
+            else ""
+        )
+        + (
+            f"; {generator['arrivals_waited']:,} arrivals waited for an in-flight slot"
+            if generator["arrivals_waited"]
             else ""
         )
     )

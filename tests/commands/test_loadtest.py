@@ -25,6 +25,7 @@ from tests.loadtest.test_engine import LoopbackServer
 
 API = "/api/platform/ai-management"
 DEMO = REPO / "examples" / "scenarios" / "demo.yaml"
+JOURNEY = REPO / "examples" / "scenarios" / "journey.yaml"
 PERCENTILES = {"min", "avg", "p50", "p90", "p95", "p99", "max"}
 
 
@@ -46,6 +47,7 @@ def test_fifty_users_run_the_default_scenario_without_errors(run: Run, tmp_path:
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr + result.stdout
     assert "http_reqs" in result.stdout and "pass  http_req_failed:rate<0.01" in result.stdout
+    assert "model .............. closed, 50 users; scenario default (sequence)" in result.stdout
     report = json.loads(out.read_text())
     assert 2.5 <= report["duration_s"] <= 8
     assert report["http_reqs"]["count"] >= 50
@@ -91,6 +93,28 @@ def test_the_demo_scenario_measures_websocket_messages(run: Run, live_service: L
     assert report["thresholds"] == [
         {"expr": "ws_msg_delay:p(95)<10000", "ok": True, "observed": report["ws_msg_delay"]["p95"]}
     ]
+
+
+def test_the_journey_scenario_runs_its_steps_in_order(run: Run, live_service: LiveService) -> None:
+    """Under the open model each arrival walks the whole journey: list, feature, settings,
+    recent errors, then a WebSocket that follows the feature's logs."""
+    admin.load_demo(live_service.database_url, uuid.UUID(live_service.org_id), REPO / "examples")
+    result = run(
+        "load-test", "--scenario", str(JOURNEY), "--rate", "4/s", "--duration", "2s",
+        "-o", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr + result.stdout
+    report = json.loads(result.stdout)
+    assert report["model"]["flow"] == "sequence" and report["model"]["type"] == "open"
+    assert report["http_req_failed"]["count"] == 0, report["errors"]
+    counts = [
+        report["steps"][name]["http_reqs"]["count"]
+        for name in ("list", "feature", "settings", "recent-errors")
+    ]
+    # 8 arrivals; each reaches a step only after the ones before it.
+    assert counts[0] == 8 and counts == sorted(counts, reverse=True) and counts[-1] > 0
+    sessions = report["steps"]["follow"]["ws_sessions"]
+    assert sessions["failed"] == 0 and 0 < sessions["ok"] <= counts[-1]
 
 
 def test_a_failed_threshold_exits_1_and_is_marked(run: Run, tmp_path: Path) -> None:
@@ -257,6 +281,19 @@ def test_the_open_model_sends_every_scheduled_arrival(run: Run) -> None:
     assert report["http_reqs"]["count"] == 40
     assert report["http_req_failed"]["count"] == 0
     assert report["thresholds"][0]["ok"] is True
+
+
+def test_the_open_model_summary_names_its_rate_and_cap(run: Run) -> None:
+    result = run(
+        "load-test", "--get", "/api/health", "--rate", "20/s", "--max-in-flight", "3",
+        "--duration", "1s",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "model .............. open, 20 arrivals/s, at most 3 in flight; scenario get (weighted)"
+        in result.stdout
+    )
+    assert "http_reqs .......... 20  (" in result.stdout
 
 
 def test_latencies_have_sub_millisecond_resolution() -> None:

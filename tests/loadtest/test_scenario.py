@@ -40,6 +40,14 @@ def test_the_demo_scenario_parses() -> None:
     assert (feed.channel, feed.hold_s, feed.feature) == ("logs", 3.0, None)
 
 
+def test_the_journey_scenario_is_a_sequence() -> None:
+    journey = load_scenario(DEMO.with_name("journey.yaml"))
+    assert journey.flow == "sequence"
+    assert [s.kind for s in journey.steps] == ["http", "think", "http", "http", "http", "websocket"]
+    errors = journey.steps[4].action
+    assert isinstance(errors, HttpStep) and errors.query["level"] == "warn+"
+
+
 def test_steps_fields_and_think_steps() -> None:
     scenario = parse_scenario(
         "steps:\n"
