@@ -230,6 +230,11 @@ def load_test(
         raise click.UsageError("--ramp-up applies to --users (closed model), not to --rate")
     if rate is None and max_in_flight is not None:
         raise click.UsageError("--max-in-flight applies to --rate (open model)")
+    if rate is not None and (max_in_flight or 100) < workers:
+        raise click.UsageError(
+            f"--max-in-flight ({max_in_flight or 100}) is shared among the workers: "
+            f"give at least one per worker ({workers})"
+        )
     if get_paths:
         plan = scenarios.get_scenario(get_paths, think_time or (0.0, 0.0))
     elif scenario is not None:
@@ -337,6 +342,12 @@ def _run(
         state.warn(
             f"the generator used {result.cpu_percent:.0f}% of a core: it may have been "
             "the bottleneck (try --workers)"
+        )
+    if result.arrivals_dropped:
+        state.warn(
+            f"{result.arrivals_dropped:,} arrivals were due but still waiting or unanswered "
+            "when the run ended: the server (or --max-in-flight) could not keep up with "
+            "the rate, and their latency is missing from the percentiles"
         )
     if result.arrivals_waited:
         state.warn(

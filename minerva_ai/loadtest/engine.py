@@ -12,7 +12,7 @@ import contextlib
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -55,31 +55,28 @@ class RealClock:
             await asyncio.sleep(delay)
 
 
-def intended_times(start: float, rate: float, end: float, max_requests: int = 0) -> Iterator[float]:
-    """Arrival ``i`` is due at ``start + i / rate``, before ``end``, at most ``max_requests``."""
+def intended_times(start: float, rate: float, end: float) -> Iterator[float]:
+    """Arrival ``i`` is due at ``start + i / rate``, before ``end``."""
     index = 0
-    while not max_requests or index < max_requests:
-        due = start + index / rate
-        if due >= end:
-            return
+    while (due := start + index / rate) < end:
         yield due
         index += 1
 
 
 async def open_loop(
-    clock: Clock,
+    sleep_until: Callable[[float], Awaitable[None]],
     start: float,
     rate: float,
     end: float,
     fire: Callable[[float], object],
     *,
-    max_requests: int = 0,
     stopped: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Call ``fire(intended)`` at each arrival time; a late wake-up never shifts the schedule."""
+    """Call ``fire(intended)`` at each arrival time; a late wake-up never shifts the schedule.
+    ``sleep_until`` may return early when the run stops: ``stopped`` is checked after it."""
     fired = 0
-    for due in intended_times(start, rate, end, max_requests):
-        await clock.sleep_until(due)
+    for due in intended_times(start, rate, end):
+        await sleep_until(due)
         if stopped():
             break
         fire(due)
@@ -116,6 +113,7 @@ class RunResult:
     workers: int = 1
     worker_requests: list[int] = field(default_factory=list)
     arrivals_waited: int = 0  # open model: arrivals that found every in-flight slot taken
+    arrivals_dropped: int = 0  # open model: due, but cut off at the end before being measured
 
     @property
     def limited(self) -> bool:
@@ -153,6 +151,7 @@ class Runner:
         self.sent = 0
         self.active_users = 0
         self.arrivals_waited = 0
+        self.arrivals_dropped = 0
         self.lost: str | None = None
         self.interrupted = False
         self._stop = asyncio.Event()
@@ -200,6 +199,7 @@ class Runner:
             self.interrupted,
             self.lost,
             arrivals_waited=self.arrivals_waited,
+            arrivals_dropped=self.arrivals_dropped,
         )
 
     def interrupt(self) -> None:
@@ -235,22 +235,32 @@ class Runner:
             stopper.cancel()
 
     async def _finish(self, tasks: set[asyncio.Task[None]]) -> None:
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        """Give what is in flight ``STOP_GRACE_S`` (on the run's clock), then cancel it."""
+        if not tasks:
+            return
+        grace = asyncio.ensure_future(self.clock.sleep_until(self.clock.now() + STOP_GRACE_S))
+        everything = asyncio.ensure_future(asyncio.wait(tasks))
+        await asyncio.wait((grace, everything), return_when=asyncio.FIRST_COMPLETED)
+        grace.cancel()
+        everything.cancel()
+        pending = [task for task in tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def _running(self) -> bool:
         return not self._stop.is_set() and self.clock.now() < self._end
 
     def _take(self) -> bool:
-        """Reserve one request under ``--max-requests``."""
+        """Reserve one request under ``--max-requests``; the last one stops the run (the
+        requests in flight finish)."""
         limit = self.config.max_requests
         if limit and self.sent >= limit:
             self._stop.set()
             return False
         self.sent += 1
+        if limit and self.sent >= limit:
+            self._stop.set()
         return True
 
     async def _closed_model(self) -> None:
@@ -291,11 +301,11 @@ class Runner:
 
     async def _open_model(self, rate: float) -> None:
         """Arrivals on a fixed schedule; each runs one iteration. At most ``max_in_flight``
-        run at once (each on its own connection): an arrival that finds them all taken waits,
-        and the wait is in its latency, measured from the intended send time."""
-        pool: asyncio.LifoQueue[Connection] = asyncio.LifoQueue()
-        for _ in range(self.config.max_in_flight):
-            pool.put_nowait(self.connect(self.target, self.headers))
+        run at once (each on its own connection), first come first served: an arrival that
+        finds them all taken waits, and the wait is in its latency, measured from the
+        intended send time."""
+        slots = asyncio.Semaphore(self.config.max_in_flight)  # FIFO: no overtaking
+        idle: list[Connection] = []  # kept connections, the most recently used last
         base: dict[str, Any] = {**self.config.scenario.variables, "user": 0}
         tasks: set[asyncio.Task[None]] = set()
         arrivals = 0
@@ -307,12 +317,12 @@ class Runner:
             arrivals += 1
             for name, items in self.config.data.items():
                 context[name] = self.random.choice(items)
-            task = asyncio.create_task(self._arrival(intended, pool, context))
+            task = asyncio.create_task(self._arrival(intended, slots, idle, context))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
         await open_loop(
-            self.clock,
+            self._pause_until,
             self._start + self.config.phase_s,
             rate,
             self._end,
@@ -322,21 +332,38 @@ class Runner:
         await self._pause_until(self._end)
         self._stop.set()
         await self._finish(set(tasks))
-        while not pool.empty():
-            pool.get_nowait().close()
+        for connection in idle:
+            connection.close()
 
     async def _arrival(
-        self, intended: float, pool: asyncio.LifoQueue[Connection], context: dict[str, Any]
+        self,
+        intended: float,
+        slots: asyncio.Semaphore,
+        idle: list[Connection],
+        context: dict[str, Any],
     ) -> None:
-        if pool.empty():
+        """One arrival: its first step, timed from ``intended``, then the rest of its steps
+        while the run is on. Cut short by the end of the grace period before its first step
+        was measured, it is counted as dropped (k6's dropped_iterations)."""
+        if slots.locked():
             self.arrivals_waited += 1
-        connection = await pool.get()
-        self.active_users += 1
+        measured = False
         try:
-            await self._iteration(self._pick(think=False), connection, context, intended)
-        finally:
-            self.active_users -= 1
-            pool.put_nowait(connection)
+            async with slots:
+                connection = idle.pop() if idle else self.connect(self.target, self.headers)
+                self.active_users += 1
+                try:
+                    steps = self._pick(think=False)
+                    if await self._iteration(steps[:1], connection, context, intended):
+                        measured = True
+                        await self._iteration(steps[1:], connection, context)
+                finally:
+                    self.active_users -= 1
+                    idle.append(connection)
+        except asyncio.CancelledError:
+            if not measured:
+                self.arrivals_dropped += 1
+            raise
 
     def _pick(self, *, think: bool) -> list[Step]:
         """One iteration's steps: all of them in order, or one by weight (a lone think step
@@ -357,15 +384,16 @@ class Runner:
         context: dict[str, Any],
         intended: float | None = None,
     ) -> bool:
-        """Run ``steps`` in order; False once ``--max-requests`` is spent. An open-model
-        arrival (``intended`` given) was due before the end, so its first step runs even if a
-        late wake-up or a wait for a slot pushed it past the end, and a request's latency
-        counts from ``intended``; every other step runs only while the run is on, timed from
-        when its turn came."""
+        """Run ``steps`` in order; False once ``--max-requests`` is spent or the run was
+        interrupted. An open-model arrival (``intended`` given) was due before the end, so
+        its first step runs even if a late wake-up or a wait for a slot pushed it past the
+        end, timed from ``intended`` (a request's latency, a WebSocket's connecting time);
+        every other step runs only while the run is on, timed from when its turn came."""
         for position, step in enumerate(steps):
             arrival = position == 0 and intended is not None
-            if (self.interrupted or self.lost) if arrival else not self._running():
-                return True
+            if self.interrupted or self.lost or not (arrival or self._running()):
+                return False
+            started = intended if arrival and intended is not None else self.clock.now()
             action = step.action
             if isinstance(action, ThinkStep):
                 pause = self.random.uniform(action.low_s, action.high_s)
@@ -373,10 +401,9 @@ class Runner:
             elif isinstance(action, HttpStep):
                 if not self._take():
                     return False
-                started = intended if position == 0 and intended is not None else self.clock.now()
                 await self._http(step, action, connection, context, started)
             else:
-                await self._websocket(step, action, context)
+                await self._websocket(step, action, context, started)
         return True
 
     # ---------------------------------------------------------------- steps
@@ -422,7 +449,9 @@ class Runner:
             self.lost = f"no connection for {self.config.lost_after_s:g} s ({reason})"
             self._stop.set()
 
-    async def _websocket(self, step: Step, action: WebSocketStep, context: dict[str, Any]) -> None:
+    async def _websocket(
+        self, step: Step, action: WebSocketStep, context: dict[str, Any], began: float
+    ) -> None:
         from websockets.asyncio.client import connect
         from websockets.exceptions import WebSocketException
 
@@ -433,7 +462,6 @@ class Runner:
         subscribe: dict[str, Any] = {"channel": action.channel}
         if action.feature:
             subscribe["feature"] = render(action.feature, context)
-        began = self.clock.now()
         subscribed = failed = False
         try:
             async with asyncio.timeout(action.timeout_s):

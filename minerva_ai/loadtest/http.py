@@ -9,11 +9,14 @@ parsing the head in one pass over bytes.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
 
 MAX_HEAD = 64 * 1024
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
 
 
 class ConnectionFailed(Exception):
@@ -66,6 +69,7 @@ class _Exchange(asyncio.Protocol):
         self.closed = False
         self.buffer = bytearray()
         self.waiter: asyncio.Future[tuple[Response, bool]] | None = None
+        self.received = False  # any byte of the response in flight
         self._reset(head_only=False)
 
     def _reset(self, *, head_only: bool) -> None:
@@ -79,6 +83,7 @@ class _Exchange(asyncio.Protocol):
 
     def expect(self, waiter: asyncio.Future[tuple[Response, bool]], *, head_only: bool) -> None:
         self._reset(head_only=head_only)
+        self.received = False
         self.waiter = waiter
 
     # asyncio.Protocol
@@ -88,11 +93,15 @@ class _Exchange(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        if self.waiter is not None:
-            try:
-                self._parse()
-            except ValueError as exc:
-                self._fail(f"malformed response: {exc}")
+        self.received = True
+        if self.waiter is None:  # bytes nobody asked for: this connection is out of step
+            if self.transport is not None:
+                self.transport.close()
+            return
+        try:
+            self._parse()
+        except ValueError as exc:
+            self._fail(f"malformed response: {exc}")
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost decides
@@ -101,7 +110,7 @@ class _Exchange(asyncio.Protocol):
         self.closed = True
         if self.waiter is None or self.waiter.done():
             return
-        if self.status and self.length is None and not self.chunked:
+        if self.status and self.length is None and not self.chunked and exc is None:
             self._done(bytes(self.buffer), keep_alive=False)  # a body that runs to the close
         else:
             self._fail(str(exc) if exc else "the server closed the connection")
@@ -145,6 +154,8 @@ class _Exchange(asyncio.Protocol):
                 self.chunked = True
             else:
                 length = _header(lowered, b"content-length:")
+                if length is not None and not length.isdigit():
+                    raise ValueError(f"Content-Length {length[:20]!r}")
                 self.length = None if length is None else int(length)
             return True
 
@@ -154,7 +165,10 @@ class _Exchange(asyncio.Protocol):
             line_end = buffer.find(b"\r\n")
             if line_end < 0:
                 return
-            size = int(bytes(buffer[:line_end]).split(b";", 1)[0].strip(), 16)
+            field = bytes(buffer[:line_end]).split(b";", 1)[0].strip()
+            if not _HEX.fullmatch(field):
+                raise ValueError(f"chunk size {field[:20]!r}")
+            size = int(field, 16)
             if size == 0:
                 if buffer[line_end + 2 : line_end + 4] == b"\r\n":
                     end = line_end + 4
@@ -168,10 +182,14 @@ class _Exchange(asyncio.Protocol):
                 return
             if len(buffer) < line_end + 2 + size + 2:
                 return
+            if buffer[line_end + 2 + size : line_end + 4 + size] != b"\r\n":
+                raise ValueError("a chunk longer than its size")
             self.chunks.append(bytes(buffer[line_end + 2 : line_end + 2 + size]))
             del buffer[: line_end + 2 + size + 2]
 
     def _done(self, body: bytes, keep_alive: bool) -> None:
+        if self.buffer:  # more than the response: never reuse a connection out of step
+            keep_alive = False
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             response = Response(self.status, body, self.head_size + len(body))
@@ -248,13 +266,25 @@ class Connection:
         body: bytes | None,
         content_type: str,
     ) -> Response:
-        exchange = self._exchange
-        if exchange is None or exchange.closed:
-            exchange = await self._connect()
         head = f"{method} {self.target.prefix}{target} HTTP/1.1\r\n{self._fixed}"
         if body is not None:
             head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
         payload = (head + "\r\n").encode("latin-1") + (body or b"")
+        exchange = self._exchange
+        if exchange is None or exchange.closed:
+            return await self._send(loop, await self._connect(), payload, method)
+        try:
+            return await self._send(loop, exchange, payload, method)
+        except ConnectionFailed:
+            # A kept connection the server closed as the request left (the keep-alive
+            # race): nothing came back, so an idempotent request is sent once more.
+            if exchange.received or method not in IDEMPOTENT:
+                raise
+        return await self._send(loop, await self._connect(), payload, method)
+
+    async def _send(
+        self, loop: asyncio.AbstractEventLoop, exchange: _Exchange, payload: bytes, method: str
+    ) -> Response:
         waiter: asyncio.Future[tuple[Response, bool]] = loop.create_future()
         exchange.expect(waiter, head_only=method == "HEAD")
         assert exchange.transport is not None

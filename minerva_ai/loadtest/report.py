@@ -4,7 +4,8 @@ JSON: {duration_s, http_reqs: {count, rate}, http_req_failed: {count, rate},
 http_req_duration: {min, avg, p50, p90, p95, p99, max}, errors: {status, timeout, connection},
 data_received_bytes, ws_sessions: {ok, failed}, ws_connecting: {...}, ws_msgs_received,
 ws_msg_delay: {...}, thresholds: [{expr, ok, observed}], steps: {name: {...}},
-generator: {cpu_percent, limited, workers, worker_requests, arrivals_waited}, model,
+generator: {cpu_percent, limited, workers, worker_requests, arrivals_waited,
+arrivals_dropped}, model,
 interrupted, lost}.
 Durations are in milliseconds, ``rate`` per second (``http_req_failed.rate``: a fraction).
 """
@@ -57,6 +58,7 @@ def build_report(
         "workers": result.workers,
         "worker_requests": result.worker_requests or [result.stats.requests],
         "arrivals_waited": result.arrivals_waited,
+        "arrivals_dropped": result.arrivals_dropped,
     }
     report["model"] = model
     report["interrupted"] = result.interrupted
@@ -145,6 +147,11 @@ def summary_text(report: dict[str, Any]) -> str:
         + (
             f"; {generator['arrivals_waited']:,} arrivals waited for an in-flight slot"
             if generator["arrivals_waited"]
+            else ""
+        )
+        + (
+            f"; {generator['arrivals_dropped']:,} due arrivals dropped at the end"
+            if generator["arrivals_dropped"]
             else ""
         )
     )

@@ -64,6 +64,7 @@ def run_load(
         workers=len(parts),
         worker_requests=[p["requests"] for p in parts],
         arrivals_waited=sum(p["arrivals_waited"] for p in parts),
+        arrivals_dropped=sum(p["arrivals_dropped"] for p in parts),
     )
 
 
@@ -120,7 +121,10 @@ class _Relay:
             self._latest[index] = (snapshot, encoded)
             if len(self._latest) == self._workers and time.monotonic() - shown >= 0.9:
                 shown = time.monotonic()
-                self._on_progress(self.total())
+                # Keep reading whatever happens to stderr: a worker whose queue is not
+                # drained cannot exit.
+                with contextlib.suppress(Exception):
+                    self._on_progress(self.total())
 
     def total(self) -> Progress:
         histogram = new_histogram()
@@ -175,4 +179,5 @@ def _worker(config: LoadConfig, index: int) -> dict[str, Any]:
         "lost": result.lost,
         "requests": result.stats.requests,
         "arrivals_waited": result.arrivals_waited,
+        "arrivals_dropped": result.arrivals_dropped,
     }

@@ -56,21 +56,18 @@ def test_open_loop_fires_at_exact_intended_times_even_when_woken_late() -> None:
 
     count = asyncio.run(
         clock.drive(
-            open_loop(clock, start, rate, start + 2.0, lambda due: fired.append((due, clock.t)))
+            open_loop(
+                clock.sleep_until,
+                start,
+                rate,
+                start + 2.0,
+                lambda due: fired.append((due, clock.t)),
+            )
         )
     )
     assert count == 16
     assert [due for due, _ in fired] == [start + i / rate for i in range(16)]
     assert all(woke >= due + 0.03 for due, woke in fired)  # late, but the schedule held
-
-
-def test_open_loop_stops_at_max_requests() -> None:
-    clock = FakeClock()
-    fired: list[float] = []
-    count = asyncio.run(
-        clock.drive(open_loop(clock, clock.t, 100.0, clock.t + 10, fired.append, max_requests=7))
-    )
-    assert count == 7 == len(fired)
 
 
 class SimulatedServer:
@@ -169,6 +166,51 @@ def test_an_arrival_waiting_for_an_in_flight_slot_counts_the_wait() -> None:
     assert sorted(latencies(runner, "GET /x")) == pytest.approx(sorted(expected), rel=1e-3)
     assert max(expected) > 230 * 1.5  # the wait is in there
     assert result.arrivals_waited == waited == 8
+
+
+def test_max_requests_and_an_interrupt_end_an_open_run_at_once() -> None:
+    """At one arrival every 8 s, neither waits for the next arrival to notice."""
+    plan = get_scenario(["/x"], (0, 0))
+
+    clock = FakeClock()
+    server = SimulatedServer(clock, 0.1, serial=False)
+    config = LoadConfig("http://sim", None, plan, rate=1 / 8, max_requests=1, duration_s=60)
+    runner, result = run_virtual(clock, server, config)
+    assert runner.stats.requests == 1
+    assert result.duration_s == pytest.approx(0.1)
+
+    clock = FakeClock()
+    server = SimulatedServer(clock, 0.1, serial=False)
+    config = LoadConfig("http://sim", None, plan, rate=1 / 8, duration_s=60)
+    runner = Runner(config, clock=clock, seed=1, connect=server.connect)
+
+    async def interrupted() -> RunResult:
+        async def press_ctrl_c() -> None:
+            await clock.sleep_until(clock.t + 0.5)
+            runner.interrupt()
+
+        pressing = asyncio.ensure_future(press_ctrl_c())
+        result = await runner.run()
+        await pressing
+        return result
+
+    result = asyncio.run(clock.drive(interrupted()))
+    assert result.interrupted and result.duration_s == pytest.approx(0.5)
+    assert runner.stats.requests == 1
+
+
+def test_arrivals_still_queued_when_the_grace_ends_are_counted_as_dropped() -> None:
+    """One slot, a server that takes 10 s, 10 arrivals/s for 1 s: the first is in flight,
+    nine wait for the slot. The grace period (2 s) ends first: all ten are dropped, none
+    measured."""
+    clock = FakeClock()
+    server = SimulatedServer(clock, 10, serial=False)
+    config = LoadConfig(
+        "http://sim", None, get_scenario(["/x"], (0, 0)), rate=10, max_in_flight=1, duration_s=1
+    )
+    runner, result = run_virtual(clock, server, config)
+    assert runner.stats.requests == 0
+    assert (result.arrivals_waited, result.arrivals_dropped) == (9, 10)
 
 
 SEQUENCE = """

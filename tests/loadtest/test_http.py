@@ -4,7 +4,9 @@ every way HTTP/1.1 allows, split anywhere, or break mid-way."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
+import struct
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -132,12 +134,20 @@ def test_a_body_up_to_the_close_and_connection_close_reconnect() -> None:
     [
         (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "the server closed the connection"),
         (b"SSH-2.0-OpenSSH\r\n\r\n", "malformed response"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n", "malformed response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n", "Content-Length b'many'"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\nabcdef", "Content-Length b'-3'"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-f\r\n", "chunk size b'-f'"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\nok\r\n", "chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nok\r\n", "longer than"),
     ],
 )
 def test_a_broken_or_foreign_response_is_a_connection_failure(reply: bytes, problem: str) -> None:
-    with pytest.raises(ConnectionFailed, match=problem):
-        asyncio.run(exchange(replying([reply]), [("GET", None)]))
+    async def main() -> None:
+        async with asyncio.timeout(10):  # a parser that loops would never get here
+            await exchange(replying([reply]), [("GET", None)])
+
+    with pytest.raises(ConnectionFailed, match=re.escape(problem)):
+        asyncio.run(main())
 
 
 def test_a_timeout_closes_the_connection_and_the_next_request_reconnects() -> None:
@@ -178,3 +188,64 @@ def test_a_refused_connection_fails_fast() -> None:
     connection = Connection(Target.from_url(f"http://127.0.0.1:{port}"), {})
     with pytest.raises(ConnectionFailed):
         asyncio.run(connection.request("GET", "/"))
+
+
+def test_bytes_beyond_the_response_retire_the_connection() -> None:
+    """A 200 followed by stray bytes that look like a response: the next request gets its
+    own answer, on a new connection, not the stray one."""
+    stray = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n"
+    )
+    queue = [stray, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"]
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await replying([queue.pop(0)])(reader, writer)
+
+    responses = asyncio.run(exchange(serve, [("GET", None), ("GET", None)]))
+    assert [(r.status, r.body) for r in responses] == [(200, b"ok"), (201, b"")]
+    assert connections == 2
+
+
+def test_a_reset_before_a_read_to_close_body_ends_is_a_failure() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\npart of")
+        await writer.drain()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST, not FIN
+
+    with pytest.raises(ConnectionFailed):
+        asyncio.run(exchange(serve, [("GET", None)]))
+
+
+@pytest.mark.parametrize(("method", "retried"), [("GET", True), ("POST", False)])
+def test_a_kept_connection_closed_as_the_request_leaves(method: str, retried: bool) -> None:
+    """The keep-alive race: the server closes a kept connection on reading the next request,
+    answering nothing. An idempotent request goes again on a new connection; a POST fails."""
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            await read_request(reader)
+            writer.write(LENGTH)
+            await writer.drain()
+            if connections == 1:
+                await read_request(reader)  # the second request: closed unanswered
+        finally:
+            writer.close()
+
+    requests: list[tuple[str, bytes | None]] = [("GET", None), (method, None)]
+    if retried:
+        responses = asyncio.run(exchange(serve, requests))
+        assert [r.status for r in responses] == [404, 404]
+        assert connections == 2
+    else:
+        with pytest.raises(ConnectionFailed):
+            asyncio.run(exchange(serve, requests))
