@@ -8,6 +8,7 @@ takes a ``Clock`` so tests can drive it with virtual time.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
 import signal
@@ -34,6 +35,7 @@ from minerva_ai.loadtest.scenario import (
 from minerva_ai.loadtest.stats import Stats, StepStats, record_ms
 
 STOP_GRACE_S = 2.0
+SHORT_PAUSE_S = 0.05  # shorter pauses do not watch for the run stopping
 CPU_LIMIT_PERCENT = 90.0
 
 
@@ -224,7 +226,11 @@ class Runner:
 
     async def _pause_until(self, when: float) -> None:
         """Wait until ``when`` or until the run stops, whichever comes first."""
-        if when <= self.clock.now() or self._stop.is_set():
+        delay = when - self.clock.now()
+        if delay <= 0 or self._stop.is_set():
+            return
+        if delay < SHORT_PAUSE_S:  # not worth racing the stop event (the open model's
+            await self.clock.sleep_until(when)  # arrivals at high rates): a cheap sleep
             return
         sleeper = asyncio.ensure_future(self.clock.sleep_until(when))
         stopper = asyncio.ensure_future(self._stop.wait())
@@ -304,8 +310,7 @@ class Runner:
         run at once (each on its own connection), first come first served: an arrival that
         finds them all taken waits, and the wait is in its latency, measured from the
         intended send time."""
-        slots = asyncio.Semaphore(self.config.max_in_flight)  # FIFO: no overtaking
-        idle: list[Connection] = []  # kept connections, the most recently used last
+        slots = _Slots(self.config.max_in_flight, lambda: self.connect(self.target, self.headers))
         base: dict[str, Any] = {**self.config.scenario.variables, "user": 0}
         tasks: set[asyncio.Task[None]] = set()
         arrivals = 0
@@ -317,7 +322,7 @@ class Runner:
             arrivals += 1
             for name, items in self.config.data.items():
                 context[name] = self.random.choice(items)
-            task = asyncio.create_task(self._arrival(intended, slots, idle, context))
+            task = asyncio.create_task(self._arrival(intended, slots, context))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
@@ -332,34 +337,27 @@ class Runner:
         await self._pause_until(self._end)
         self._stop.set()
         await self._finish(set(tasks))
-        for connection in idle:
-            connection.close()
+        slots.close()
 
-    async def _arrival(
-        self,
-        intended: float,
-        slots: asyncio.Semaphore,
-        idle: list[Connection],
-        context: dict[str, Any],
-    ) -> None:
+    async def _arrival(self, intended: float, slots: _Slots, context: dict[str, Any]) -> None:
         """One arrival: its first step, timed from ``intended``, then the rest of its steps
         while the run is on. Cut short by the end of the grace period before its first step
         was measured, it is counted as dropped (k6's dropped_iterations)."""
-        if slots.locked():
+        if slots.full():
             self.arrivals_waited += 1
         measured = False
         try:
-            async with slots:
-                connection = idle.pop() if idle else self.connect(self.target, self.headers)
-                self.active_users += 1
-                try:
-                    steps = self._pick(think=False)
-                    if await self._iteration(steps[:1], connection, context, intended):
-                        measured = True
+            connection = await slots.acquire()
+            self.active_users += 1
+            try:
+                steps = self._pick(think=False)
+                if await self._iteration(steps[:1], connection, context, intended):
+                    measured = True
+                    if len(steps) > 1:
                         await self._iteration(steps[1:], connection, context)
-                finally:
-                    self.active_users -= 1
-                    idle.append(connection)
+            finally:
+                self.active_users -= 1
+                slots.release(connection)
         except asyncio.CancelledError:
             if not measured:
                 self.arrivals_dropped += 1
@@ -520,6 +518,42 @@ def _record_delay(stats: StepStats, data: dict[str, Any]) -> None:
     except ValueError:
         return
     record_ms(stats.ws_msg_delay, max(time.time() - moment.timestamp(), 0.0) * 1000)
+
+
+class _Slots:
+    """The open model's in-flight slots, each with its connection: first come, first
+    served (a newcomer never takes a slot that an earlier arrival is waiting for)."""
+
+    def __init__(self, size: int, connect: Callable[[], Connection]) -> None:
+        self._free: list[Connection] = [connect() for _ in range(size)]
+        self._waiters: collections.deque[asyncio.Future[Connection]] = collections.deque()
+
+    def full(self) -> bool:
+        return not self._free or bool(self._waiters)
+
+    async def acquire(self) -> Connection:
+        if not self.full():
+            return self._free.pop()  # the most recently used: its socket is warm
+        waiter: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(waiter.result())  # handed over as we were cancelled: pass it on
+            raise
+
+    def release(self, connection: Connection) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(connection)
+                return
+        self._free.append(connection)
+
+    def close(self) -> None:
+        for connection in self._free:
+            connection.close()
 
 
 # ------------------------------------------------------------------ before the first request

@@ -376,3 +376,33 @@ def test_errors_are_counted_by_kind() -> None:
     timeout = asyncio.run(one_request(too_slow, slow))
     assert (timeout.requests, timeout.errors) == (1, {"status": 0, "timeout": 1, "connection": 0})
     assert 50 <= (percentile_ms(timeout.duration, 100) or 0) < 500
+
+
+def test_in_flight_slots_are_first_come_first_served() -> None:
+    """A slot freed while an arrival waits goes to it, not to a newcomer; an arrival
+    cancelled as the slot was handed to it passes the slot on."""
+    from minerva_ai.loadtest.engine import _Slots
+
+    async def main() -> None:
+        target = Target.from_url("http://127.0.0.1:1")
+        slots = _Slots(1, lambda: Connection(target, {}))
+        held = await slots.acquire()
+        first = asyncio.ensure_future(slots.acquire())
+        second = asyncio.ensure_future(slots.acquire())
+        await asyncio.sleep(0)
+        assert slots.full() and not first.done()
+        slots.release(held)
+        newcomer = asyncio.ensure_future(slots.acquire())
+        await asyncio.sleep(0)
+        assert first.done() and first.result() is held and not newcomer.done()
+
+        slots.release(first.result())  # handed to `second`, which is cancelled at once
+        second.cancel()
+        await asyncio.gather(second, return_exceptions=True)
+        assert second.cancelled()
+        assert (await asyncio.wait_for(newcomer, 5)) is held
+        slots.release(held)
+        assert not slots.full()
+        slots.close()
+
+    asyncio.run(main())
