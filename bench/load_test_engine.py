@@ -147,6 +147,7 @@ def rate_accuracy(url: str, path: str, rates: list[int], duration: int) -> list[
             "p99_ms": report["http_req_duration"]["p99"],
             "failed": report["http_req_failed"]["count"],
             "arrivals_waited": report["generator"]["arrivals_waited"],
+            "arrivals_dropped": report["generator"]["arrivals_dropped"],
             "generator_cpu_percent": report["generator"]["cpu_percent"],
         }
         print(
