@@ -417,6 +417,7 @@ class Runner:
         target = self._fixed_targets.get(step.name) or self._request_target(action, context)
         body = None if action.json is None else orjson.dumps(render(action.json, context))
         error: str | None = None
+        detail = ""
         received = 0
         try:
             response = await connection.request(
@@ -424,16 +425,20 @@ class Runner:
             )
         except TimeoutError:
             error = "timeout"
+            detail = f"{action.method} {target}: no answer within {action.timeout_s:g} s"
         except ConnectionFailed as exc:
             error = "connection"
+            detail = f"{action.method} {target}: {exc}"
             self._connection_failed(str(exc))
         else:
             received = response.size
             self._last_ok = self.clock.now()
             if response.status not in action.expect_status:
                 error = "status"
+                said = response.body[:200].decode("utf-8", "replace")
+                detail = f"{action.method} {target} answered {response.status}: {said}"
         elapsed_ms = (self.clock.now() - started) * 1000
-        self.stats.steps[step.name].http(elapsed_ms, error, received)
+        self.stats.steps[step.name].http(elapsed_ms, error, received, detail)
 
     @staticmethod
     def _request_target(action: HttpStep, context: dict[str, Any]) -> str:
@@ -468,6 +473,7 @@ class Runner:
                 )
         except (OSError, TimeoutError, WebSocketException) as exc:
             stats.ws_failed += 1
+            stats.sample("websocket", f"connect {url}: {exc or type(exc).__name__}")
             if isinstance(exc, OSError):
                 self._connection_failed(str(exc))
             return
@@ -491,8 +497,9 @@ class Runner:
                     break
                 failed = self._on_message(stats, raw)[1]
             await socket.close()
-        except (OSError, TimeoutError, WebSocketException, orjson.JSONDecodeError):
+        except (OSError, TimeoutError, WebSocketException, orjson.JSONDecodeError) as exc:
             failed = True
+            stats.sample("websocket", f"{url}: {exc or type(exc).__name__}")
         if subscribed and not failed:
             stats.ws_ok += 1
         else:
@@ -506,6 +513,8 @@ class Runner:
         if kind in ("log", "metrics_update", "alert", "settings_update"):
             stats.ws_msgs += 1
             _record_delay(stats, message.get("data") or {})
+        elif kind == "error":
+            stats.sample("websocket", f"the service answered: {str(raw)[:200]}")
         return kind == "subscribed", kind == "error"
 
 
@@ -560,14 +569,22 @@ class _Slots:
 
 
 async def probe(url: str, within_s: float = 5.0) -> None:
-    """Open one TCP connection, retrying for ``within_s``; ``UnreachableError`` when it fails."""
+    """Open one connection (TLS handshake included for https), retrying for ``within_s``;
+    ``UnreachableError`` when it fails, at once for a TLS failure (a retry will not help)."""
+    import ssl
+
     target = Target.from_url(url)
     deadline = time.monotonic() + within_s
     while True:
         try:
             _reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(target.host, target.port), timeout=within_s
+                asyncio.open_connection(
+                    target.host, target.port, ssl=target.scheme == "https" or None
+                ),
+                timeout=within_s,
             )
+        except ssl.SSLError as exc:
+            raise UnreachableError(url, f"TLS: {exc}") from None
         except (OSError, TimeoutError) as exc:
             if time.monotonic() >= deadline:
                 raise UnreachableError(url, str(exc) or type(exc).__name__) from None

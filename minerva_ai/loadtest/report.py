@@ -2,6 +2,7 @@
 
 JSON: {duration_s, http_reqs: {count, rate}, http_req_failed: {count, rate},
 http_req_duration: {min, avg, p50, p90, p95, p99, max}, errors: {status, timeout, connection},
+error_samples: {kind: first error},
 data_received_bytes, ws_sessions: {ok, failed}, ws_connecting: {...}, ws_msgs_received,
 ws_msg_delay: {...}, thresholds: [{expr, ok, observed}], steps: {name: {...}},
 generator: {cpu_percent, limited, workers, worker_requests, arrivals_waited,
@@ -32,6 +33,7 @@ def _block(steps: list[StepStats], duration_s: float) -> dict[str, Any]:
         },
         "http_req_duration": summarize(Stats.combined(steps, "duration")),
         "errors": {kind: sum(s.errors.get(kind, 0) for s in steps) for kind in ERROR_KINDS},
+        "error_samples": _samples(steps),
         "data_received_bytes": sum(s.bytes_received for s in steps),
         "ws_sessions": {
             "ok": sum(s.ws_ok for s in steps),
@@ -41,6 +43,16 @@ def _block(steps: list[StepStats], duration_s: float) -> dict[str, Any]:
         "ws_msgs_received": sum(s.ws_msgs for s in steps),
         "ws_msg_delay": summarize(Stats.combined(steps, "ws_msg_delay")),
     }
+
+
+def _samples(steps: list[StepStats]) -> dict[str, str]:
+    """The first error of each kind (status, timeout, connection, websocket) seen in these
+    steps: what to read first when something failed."""
+    samples: dict[str, str] = {}
+    for step in steps:
+        for kind, detail in step.samples.items():
+            samples.setdefault(kind, detail)
+    return samples
 
 
 def build_report(
@@ -112,6 +124,8 @@ def summary_text(report: dict[str, Any]) -> str:
         f"http_req_duration .. avg {_ms(d['avg'])}  p50 {_ms(d['p50'])}  p90 {_ms(d['p90'])}  "
         f"p95 {_ms(d['p95'])}  p99 {_ms(d['p99'])}  max {_ms(d['max'])}",
     ]
+    for kind, detail in report["error_samples"].items():
+        lines.append(f"  first {kind} error: {detail}")
     ws = report["ws_sessions"]
     if ws["ok"] or ws["failed"]:
         lines += [

@@ -60,17 +60,24 @@ class StepStats:
     ws_ok: int = 0
     ws_failed: int = 0
     ws_msgs: int = 0
+    samples: dict[str, str] = field(default_factory=dict)  # the first error of each kind
     duration: HdrHistogram = field(default_factory=new_histogram)
     ws_connecting: HdrHistogram = field(default_factory=new_histogram)
     ws_msg_delay: HdrHistogram = field(default_factory=new_histogram)
 
-    def http(self, milliseconds: float, error: str | None, received: int) -> None:
+    def http(self, milliseconds: float, error: str | None, received: int, detail: str = "") -> None:
         self.requests += 1
         self.bytes_received += received
         record_ms(self.duration, milliseconds)
         if error is not None:
             self.failed += 1
             self.errors[error] += 1
+            self.sample(error, detail)
+
+    def sample(self, kind: str, detail: str) -> None:
+        """Keep the first error of ``kind``: what a user needs to see to fix the cause."""
+        if detail and kind not in self.samples:
+            self.samples[kind] = detail[:300]
 
     def to_wire(self) -> dict[str, Any]:
         """A picklable, exact form: counters plus base64 HDR encodings."""
@@ -85,6 +92,7 @@ class StepStats:
             "ws_ok": self.ws_ok,
             "ws_failed": self.ws_failed,
             "ws_msgs": self.ws_msgs,
+            "samples": dict(self.samples),
         }
         for name in HISTOGRAMS:
             histogram: HdrHistogram = getattr(self, name)
@@ -96,6 +104,8 @@ class StepStats:
             setattr(self, name, getattr(self, name) + int(wire[name]))
         for kind, count in wire["errors"].items():
             self.errors[kind] = self.errors.get(kind, 0) + int(count)
+        for kind, detail in wire["samples"].items():
+            self.sample(kind, detail)
         for name in HISTOGRAMS:
             other = HdrHistogram.decode(base64.b64decode(wire[name]))
             if other.get_total_count():  # adding an empty one would make min 0

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import uuid
@@ -203,6 +204,42 @@ def test_an_unreachable_target_exits_4() -> None:
     result = invoke(["load-test", "--get", "/x", "--duration", "1s"], MINERVA_URL=url)
     assert result.exit_code == 4
     assert "cannot reach" in result.stderr
+
+
+def test_a_tls_failure_at_start_exits_4_naming_it() -> None:
+    """https:// to a server that answers in plain text: the handshake fails before any
+    request, and the message says it is TLS (no retrying a problem that will not pass)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def answer_in_plain_text() -> None:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return  # the listener was closed: the test is over
+                with conn:
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+        threading.Thread(target=answer_in_plain_text, daemon=True).start()
+        result = invoke(
+            ["load-test", "--get", "/x", "--duration", "1s"],
+            MINERVA_URL=f"https://127.0.0.1:{port}",
+        )
+    assert result.exit_code == 4, result.stderr
+    assert "cannot reach https://127.0.0.1" in result.stderr and "(TLS: " in result.stderr
+
+
+def test_the_first_error_of_each_kind_is_shown(run: Run) -> None:
+    """A token the service does not know: every request fails with 401, and the summary
+    says so in the service's words instead of only counting."""
+    result = run(
+        "load-test", "--get", f"{API}/features", "--users", "1", "--max-requests", "3",
+        "--duration", "10s", "--think-time", "0", MINERVA_TOKEN="mnv_" + "x" * 43,
+    )  # fmt: skip
+    assert result.exit_code == 1, result.stderr
+    assert f"  first status error: GET {API}/features answered 401: " in result.stdout
+    assert "http_req_failed .... 3  (100.00%)" in result.stdout
 
 
 @contextmanager

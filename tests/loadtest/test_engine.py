@@ -373,8 +373,10 @@ def test_errors_are_counted_by_kind() -> None:
 
     status = asyncio.run(one_request(wrong_status, fast))
     assert (status.requests, status.errors) == (1, {"status": 1, "timeout": 0, "connection": 0})
+    assert status.samples == {"status": 'GET / answered 200: {"ok": true}'}
     timeout = asyncio.run(one_request(too_slow, slow))
     assert (timeout.requests, timeout.errors) == (1, {"status": 0, "timeout": 1, "connection": 0})
+    assert timeout.samples == {"timeout": "GET /: no answer within 0.05 s"}
     assert 50 <= (percentile_ms(timeout.duration, 100) or 0) < 500
 
 
