@@ -6,7 +6,6 @@ Everything here talks to 127.0.0.1 only, and everything it starts it stops.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import http.client
 import math
@@ -23,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -333,50 +333,38 @@ class Service:
 # --- a minimal keep-alive HTTP/1.1 client (GET only) -------------------------------------
 
 
-class HttpConnection:
-    # uvicorn closes a keep-alive connection idle for 5 s (timeout_keep_alive); a client
-    # must not reuse one that may be closing as it sends.
-    MAX_IDLE_S = 4.0
+class HttpPool:
+    """Keep-alive connections to a loopback server, one request at a time each: the
+    load-test engine's HTTP client (``minerva_ai.loadtest.http``)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.last_used = time.monotonic()
+    def __init__(self, port: int, token: str, timeout_s: float = 30.0) -> None:
+        from minerva_ai.loadtest.http import Target
 
-    @property
-    def reusable(self) -> bool:
-        return not self.reader.at_eof() and time.monotonic() - self.last_used < self.MAX_IDLE_S
+        self.timeout_s = timeout_s
+        self.target = Target.from_url(f"http://127.0.0.1:{port}")
+        self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self.idle: list[Any] = []
+        self.opened = 0
 
-    @classmethod
-    async def open(cls, port: int) -> HttpConnection:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**22)
-        return cls(reader, writer)
+    async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """(status, body); ``ConnectionFailed``, or ``TimeoutError`` past ``timeout_s``."""
+        from minerva_ai.loadtest.http import Connection
 
-    async def get(self, request: bytes) -> tuple[int, bytes]:
-        self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        length = None
-        for line in lines[1:]:
-            key, _, value = line.partition(":")
-            if key.strip().lower() == "content-length":
-                length = int(value.strip())
-        if length is None:
-            raise RuntimeError("response without Content-Length")
-        body = await self.reader.readexactly(length)
-        self.last_used = time.monotonic()
-        return status, body
+        if self.idle:
+            conn = self.idle.pop()
+        else:
+            conn = Connection(self.target, self.headers)
+            self.opened += 1
+        response = await conn.request(
+            method, path, body, "application/json", timeout=self.timeout_s
+        )
+        self.idle.append(conn)  # it reconnects by itself when the server closed it
+        return response.status, response.body
 
     def close(self) -> None:
-        self.writer.close()
-
-
-def get_request(port: int, path: str, token: str) -> bytes:
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Authorization: Bearer {token}\r\nAccept: application/json\r\n\r\n"
-    ).encode()
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
 
 
 # --- wrk ----------------------------------------------------------------------------------

@@ -31,11 +31,10 @@ from benchlib import (
     FEATURES_PATH,
     WRK_MISSING,
     Databases,
-    HttpConnection,
+    HttpPool,
     Service,
     WrkResult,
     embedded_databases,
-    get_request,
     percentile,
     pin_self,
     print_machine,
@@ -44,40 +43,31 @@ from benchlib import (
     warn_if_busy,
 )
 
+from minerva_ai.loadtest.http import ConnectionFailed
+
 P95_GOAL_MS = 50.0
 RATIO_GOAL = 0.6
 REQUEST_TIMEOUT_S = 10.0
 
 
 async def _steady(
-    port: int, request: bytes, rate: float, duration_s: float, warmup: int
+    port: int, token: str, path: str, rate: float, duration_s: float, warmup: int
 ) -> dict[str, Any]:
-    idle: list[HttpConnection] = []
+    pool = HttpPool(port, token, REQUEST_TIMEOUT_S)
     latencies: list[float] = []
     errors: list[str] = []
-    opened = 0
     late_sends = 0
 
     async def one(intended: float | None) -> None:
-        nonlocal opened
-        while idle and not idle[-1].reusable:
-            idle.pop().close()
-        if idle:
-            conn = idle.pop()
-        else:
-            conn = await HttpConnection.open(port)
-            opened += 1
         try:
-            status, _ = await asyncio.wait_for(conn.get(request), REQUEST_TIMEOUT_S)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+            status, _ = await pool.request("GET", path)
+        except (TimeoutError, ConnectionFailed) as exc:
             errors.append(repr(exc))
-            conn.close()
             return
         if intended is not None:
             latencies.append(time.perf_counter() - intended)
         if status != 200:
             errors.append(f"HTTP {status}")
-        idle.append(conn)
 
     for _ in range(warmup):
         await one(None)
@@ -94,8 +84,7 @@ async def _steady(
         tasks.append(asyncio.create_task(one(intended)))
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
-    for conn in idle:
-        conn.close()
+    pool.close()
     latencies.sort()
     ms = [x * 1000 for x in latencies]
     return {
@@ -105,7 +94,7 @@ async def _steady(
         "error_count": len(errors),
         "elapsed_s": round(elapsed, 2),
         "achieved_rate": round(len(latencies) / elapsed, 2),
-        "connections": opened,
+        "connections": pool.opened,
         "late_sends": late_sends,
         "p50_ms": percentile(ms, 0.50),
         "p95_ms": percentile(ms, 0.95),
@@ -124,13 +113,7 @@ def steady_latency(
     try:
         return asyncio.run(
             asyncio.wait_for(
-                _steady(
-                    service.port,
-                    get_request(service.port, path, token),
-                    rate,
-                    duration_s,
-                    warmup=20,
-                ),
+                _steady(service.port, token, path, rate, duration_s, warmup=20),
                 duration_s + 60,
             )
         )
@@ -141,13 +124,11 @@ def steady_latency(
 
 def fetch(service: Service, token: str, path: str) -> tuple[int, bytes]:
     async def go() -> tuple[int, bytes]:
-        conn = await HttpConnection.open(service.port)
+        pool = HttpPool(service.port, token, REQUEST_TIMEOUT_S)
         try:
-            return await asyncio.wait_for(
-                conn.get(get_request(service.port, path, token)), REQUEST_TIMEOUT_S
-            )
+            return await pool.request("GET", path)
         finally:
-            conn.close()
+            pool.close()
 
     return asyncio.run(go())
 

@@ -38,10 +38,17 @@ from urllib.parse import urlencode
 
 import orjson
 import psycopg
-from benchlib import Databases, Service, embedded_databases, print_machine, wait_quiet, warn_if_busy
+from benchlib import (
+    Databases,
+    HttpPool,
+    Service,
+    embedded_databases,
+    print_machine,
+    wait_quiet,
+    warn_if_busy,
+)
 from logslib import (
     LOGS_PATH,
-    HttpPool,
     Ticks,
     features_of,
     fmt_ms,
@@ -107,7 +114,7 @@ async def steady(
 
     async def one(item: Any, intended: float | None) -> None:
         path, params = path_for(kind, item)
-        status, body = await asyncio.wait_for(pool.request("GET", path), 30)
+        status, body = await pool.request("GET", path)
         if intended is None:
             return
         elapsed = time.perf_counter() - intended

@@ -44,12 +44,11 @@ from typing import Any
 
 import orjson
 import psycopg
-from benchlib import Service, embedded_databases, print_machine, wait_quiet, warn_if_busy
+from benchlib import HttpPool, Service, embedded_databases, print_machine, wait_quiet, warn_if_busy
 from logslib import (
     LOGS_PATH,
     NO_DEFLATE,
     CpuMeter,
-    HttpPool,
     PySpy,
     environment,
     features_of,

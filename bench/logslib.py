@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from benchlib import REPO, Databases, percentile
+from benchlib import REPO, Databases, HttpPool, percentile
+
+from minerva_ai.loadtest.http import ConnectionFailed
 
 API = "/api/platform/ai-management"
 LOGS_PATH = f"{API}/logs"
@@ -422,82 +424,6 @@ def seed_logs(
 # --- a minimal keep-alive HTTP/1.1 client for POST and GET ---------------------------------
 
 
-class Http:
-    """One keep-alive connection to the service; answers must carry Content-Length."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.last_used = time.monotonic()
-
-    @property
-    def reusable(self) -> bool:
-        return not self.reader.at_eof() and time.monotonic() - self.last_used < 4.0
-
-    @classmethod
-    async def open(cls, port: int) -> Http:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**22)
-        return cls(reader, writer)
-
-    async def request(
-        self, port: int, token: str, method: str, path: str, body: bytes = b""
-    ) -> tuple[int, bytes]:
-        head = (
-            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: Bearer {token}\r\nAccept: application/json\r\n"
-        )
-        if method == "POST":
-            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        self.writer.write(head.encode() + b"\r\n" + body)
-        raw = await self.reader.readuntil(b"\r\n\r\n")
-        lines = raw.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        length = None
-        for line in lines[1:]:
-            key, _, value = line.partition(":")
-            if key.strip().lower() == "content-length":
-                length = int(value.strip())
-        if length is None:
-            raise RuntimeError("response without Content-Length")
-        answer = await self.reader.readexactly(length)
-        self.last_used = time.monotonic()
-        return status, answer
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-class HttpPool:
-    """Keep-alive connections handed out one request at a time."""
-
-    def __init__(self, port: int, token: str) -> None:
-        self.port = port
-        self.token = token
-        self.idle: list[Http] = []
-        self.opened = 0
-
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        while self.idle and not self.idle[-1].reusable:
-            self.idle.pop().close()
-        if self.idle:
-            conn = self.idle.pop()
-        else:
-            conn = await Http.open(self.port)
-            self.opened += 1
-        try:
-            answer = await conn.request(self.port, self.token, method, path, body)
-        except BaseException:
-            conn.close()
-            raise
-        self.idle.append(conn)
-        return answer
-
-    def close(self) -> None:
-        for conn in self.idle:
-            conn.close()
-        self.idle.clear()
-
-
 @dataclass
 class Ticks:
     """An open-model schedule: ``count`` ticks ``1/rate`` s apart; how many were late."""
@@ -541,8 +467,8 @@ async def steady_ingest(
         body = orjson.dumps(entries)
         t0 = time.perf_counter()
         try:
-            status, answer = await asyncio.wait_for(pool.request("POST", LOGS_PATH, body), 30)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+            status, answer = await pool.request("POST", LOGS_PATH, body)
+        except (TimeoutError, ConnectionFailed) as exc:
             errors.append(repr(exc))
             return
         latencies.append(time.perf_counter() - t0)
