@@ -344,7 +344,7 @@ class HttpPool:
         self.target = Target.from_url(f"http://127.0.0.1:{port}")
         self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self.idle: list[Any] = []
-        self.opened = 0
+        self.made: list[Any] = []
 
     async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         """(status, body); ``ConnectionFailed``, or ``TimeoutError`` past ``timeout_s``."""
@@ -354,12 +354,17 @@ class HttpPool:
             conn = self.idle.pop()
         else:
             conn = Connection(self.target, self.headers)
-            self.opened += 1
+            self.made.append(conn)
         response = await conn.request(
             method, path, body, "application/json", timeout=self.timeout_s
         )
         self.idle.append(conn)  # it reconnects by itself when the server closed it
         return response.status, response.body
+
+    @property
+    def opened(self) -> int:
+        """TCP connections opened, reconnections included."""
+        return sum(conn.connects for conn in self.made)
 
     def close(self) -> None:
         for conn in self.idle:

@@ -32,7 +32,7 @@ from minerva_ai.loadtest.scenario import (
     render,
     variables_in,
 )
-from minerva_ai.loadtest.stats import Stats, StepStats, record_ms
+from minerva_ai.loadtest.stats import SAMPLE_CHARS, Stats, StepStats, record_ms
 
 STOP_GRACE_S = 2.0
 SHORT_PAUSE_S = 0.05  # shorter pauses do not watch for the run stopping
@@ -416,8 +416,8 @@ class Runner:
     ) -> None:
         target = self._fixed_targets.get(step.name) or self._request_target(action, context)
         body = None if action.json is None else orjson.dumps(render(action.json, context))
+        stats = self.stats.steps[step.name]
         error: str | None = None
-        detail = ""
         received = 0
         try:
             response = await connection.request(
@@ -425,20 +425,32 @@ class Runner:
             )
         except TimeoutError:
             error = "timeout"
-            detail = f"{action.method} {target}: no answer within {action.timeout_s:g} s"
+            if error not in stats.samples:
+                self._note(stats, error, f"{action.method} {target}: no answer within "
+                           f"{action.timeout_s:g} s")  # fmt: skip
         except ConnectionFailed as exc:
             error = "connection"
-            detail = f"{action.method} {target}: {exc}"
+            if error not in stats.samples:
+                self._note(stats, error, f"{action.method} {target}: {exc}")
             self._connection_failed(str(exc))
         else:
             received = response.size
             self._last_ok = self.clock.now()
             if response.status not in action.expect_status:
                 error = "status"
-                said = response.body[:200].decode("utf-8", "replace")
-                detail = f"{action.method} {target} answered {response.status}: {said}"
+                if error not in stats.samples:
+                    said = response.body[: SAMPLE_CHARS * 4].decode("utf-8", "replace")
+                    self._note(stats, error, f"{action.method} {target} answered "
+                               f"{response.status}: {said}")  # fmt: skip
         elapsed_ms = (self.clock.now() - started) * 1000
-        self.stats.steps[step.name].http(elapsed_ms, error, received, detail)
+        stats.http(elapsed_ms, error, received)
+
+    def _note(self, stats: StepStats, kind: str, detail: str) -> None:
+        """Keep the first error of a kind, the token masked: a target may echo the
+        request's headers back."""
+        if self.config.token:
+            detail = detail.replace(self.config.token, "***")
+        stats.sample(kind, detail)
 
     @staticmethod
     def _request_target(action: HttpStep, context: dict[str, Any]) -> str:
@@ -473,7 +485,7 @@ class Runner:
                 )
         except (OSError, TimeoutError, WebSocketException) as exc:
             stats.ws_failed += 1
-            stats.sample("websocket", f"connect {url}: {exc or type(exc).__name__}")
+            self._note(stats, "websocket", f"connect {url}: {_reason(exc)}")
             if isinstance(exc, OSError):
                 self._connection_failed(str(exc))
             return
@@ -499,14 +511,13 @@ class Runner:
             await socket.close()
         except (OSError, TimeoutError, WebSocketException, orjson.JSONDecodeError) as exc:
             failed = True
-            stats.sample("websocket", f"{url}: {exc or type(exc).__name__}")
+            self._note(stats, "websocket", f"{url}: {_reason(exc)}")
         if subscribed and not failed:
             stats.ws_ok += 1
         else:
             stats.ws_failed += 1
 
-    @staticmethod
-    def _on_message(stats: StepStats, raw: str | bytes) -> tuple[bool, bool]:
+    def _on_message(self, stats: StepStats, raw: str | bytes) -> tuple[bool, bool]:
         """Count a server message; returns (it confirmed the subscription, it is an error)."""
         message = orjson.loads(raw)
         kind = message.get("type")
@@ -514,8 +525,12 @@ class Runner:
             stats.ws_msgs += 1
             _record_delay(stats, message.get("data") or {})
         elif kind == "error":
-            stats.sample("websocket", f"the service answered: {str(raw)[:200]}")
+            self._note(stats, "websocket", f"the service answered: {str(raw)[:SAMPLE_CHARS]}")
         return kind == "subscribed", kind == "error"
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 def _record_delay(stats: StepStats, data: dict[str, Any]) -> None:

@@ -211,6 +211,7 @@ class Connection:
         extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         self._fixed = f"Host: {target.host_header}\r\nUser-Agent: minerva-ai-load-test\r\n{extra}"
         self._exchange: _Exchange | None = None
+        self.connects = 0  # TCP connections opened, reconnections included
 
     async def _connect(self) -> _Exchange:
         ssl = self.target.scheme == "https" or None
@@ -222,6 +223,7 @@ class Connection:
         except OSError as exc:
             raise ConnectionFailed(str(exc) or type(exc).__name__) from exc
         self._exchange = exchange
+        self.connects += 1
         return exchange
 
     async def request(

@@ -14,6 +14,7 @@ HIGHEST_US = 3_600_000_000
 SIGNIFICANT = 3
 PERCENTILES = (50, 90, 95, 99)
 ERROR_KINDS = ("status", "timeout", "connection")
+SAMPLE_CHARS = 300
 HISTOGRAMS = ("duration", "ws_connecting", "ws_msg_delay")
 
 
@@ -65,19 +66,20 @@ class StepStats:
     ws_connecting: HdrHistogram = field(default_factory=new_histogram)
     ws_msg_delay: HdrHistogram = field(default_factory=new_histogram)
 
-    def http(self, milliseconds: float, error: str | None, received: int, detail: str = "") -> None:
+    def http(self, milliseconds: float, error: str | None, received: int) -> None:
         self.requests += 1
         self.bytes_received += received
         record_ms(self.duration, milliseconds)
         if error is not None:
             self.failed += 1
             self.errors[error] += 1
-            self.sample(error, detail)
 
     def sample(self, kind: str, detail: str) -> None:
-        """Keep the first error of ``kind``: what a user needs to see to fix the cause."""
+        """Keep the first error of ``kind`` (what a user needs to see to fix the cause) on
+        one printable line of at most ``SAMPLE_CHARS`` characters."""
         if detail and kind not in self.samples:
-            self.samples[kind] = detail[:300]
+            line = "".join(c if c.isprintable() else "?" for c in " ".join(detail.split()))
+            self.samples[kind] = line[:SAMPLE_CHARS]
 
     def to_wire(self) -> dict[str, Any]:
         """A picklable, exact form: counters plus base64 HDR encodings."""

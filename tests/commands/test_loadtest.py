@@ -240,6 +240,7 @@ def test_the_first_error_of_each_kind_is_shown(run: Run) -> None:
     assert result.exit_code == 1, result.stderr
     assert f"  first status error: GET {API}/features answered 401: " in result.stdout
     assert "http_req_failed .... 3  (100.00%)" in result.stdout
+    assert "x" * 43 not in result.stdout + result.stderr
 
 
 @contextmanager

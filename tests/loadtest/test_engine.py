@@ -351,6 +351,7 @@ def test_a_target_lost_mid_run_stops_the_run() -> None:
     assert result.lost is not None and "no connection" in result.lost
     assert result.duration_s < 10
     assert runner.stats.steps["GET /x"].errors["connection"] > 0
+    assert runner.stats.steps["GET /x"].samples["connection"].startswith("GET /x: ")
 
 
 def test_errors_are_counted_by_kind() -> None:
@@ -408,3 +409,53 @@ def test_in_flight_slots_are_first_come_first_served() -> None:
         slots.close()
 
     asyncio.run(main())
+
+
+def test_error_samples_mask_the_token_and_fit_one_line() -> None:
+    """A target that answers 500 with the request it got (headers included) and a page of
+    several lines: the sample shows its words on one line, never the token."""
+    token = "mnv_" + "s3cret" * 7
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            body = b"<html>\r\n<h1>Oops</h1>\r\n" + head
+            writer.write(b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+        finally:
+            writer.close()
+
+    async def main() -> StepStats:
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        plan = parse_scenario("steps:\n  - name: s\n    http: {path: /x}\n")
+        config = LoadConfig(f"http://127.0.0.1:{port}", token, plan, users=1, max_requests=1)
+        runner = Runner(config)
+        await runner.run()
+        server.close()
+        return runner.stats.steps["s"]
+
+    sample = asyncio.run(main()).samples["status"]
+    assert sample.startswith("GET /x answered 500: <html> <h1>Oops</h1> GET /x HTTP/1.1 Host: ")
+    assert token not in sample and sample.endswith("Authorization: Bearer ***")
+    assert sample.isprintable()
+
+
+def test_a_websocket_that_cannot_connect_says_why() -> None:
+    """The WebSocket step against a server that is no WebSocket endpoint."""
+
+    async def plain(server: LoopbackServer) -> None:
+        return None
+
+    async def main() -> StepStats:
+        async with LoopbackServer(plain) as url:
+            plan = parse_scenario("steps:\n  - name: feed\n    websocket: {hold: 1s}\n")
+            runner = Runner(LoadConfig(url, None, plan, users=1, duration_s=0.5))
+            await runner.run()
+            return runner.stats.steps["feed"]
+
+    feed = asyncio.run(main())
+    assert feed.ws_failed > 0 and feed.ws_ok == 0
+    reason = feed.samples["websocket"]
+    assert reason.startswith("connect ws://127.0.0.1:") and "/websocket: " in reason
+    assert len(reason.split("/websocket: ", 1)[1]) > 0

@@ -172,7 +172,9 @@ def test_a_timeout_closes_the_connection_and_the_next_request_reconnects() -> No
         try:
             with pytest.raises(TimeoutError):
                 await connection.request("GET", "/", timeout=0.1)
-            return await connection.request("GET", "/", timeout=5)
+            response = await connection.request("GET", "/", timeout=5)
+            assert connection.connects == 2
+            return response
         finally:
             connection.close()
             server.close()
