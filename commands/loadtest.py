@@ -314,9 +314,13 @@ def _run(
 
     concurrency = "in flight" if rate else "users"
 
+    last = [0.0, 0]  # elapsed, requests at the previous line: req/s is the current rate
+
     def show(snapshot: RunProgress) -> None:
         p95 = "-" if snapshot.p95_ms is None else f"{snapshot.p95_ms:,.1f} ms"
-        rps = snapshot.requests / snapshot.elapsed_s if snapshot.elapsed_s else 0.0
+        span = snapshot.elapsed_s - last[0]
+        rps = (snapshot.requests - last[1]) / span if span > 0 else 0.0
+        last[:] = [snapshot.elapsed_s, snapshot.requests]
         progress.update(
             f"{snapshot.elapsed_s:5.0f}s  {concurrency} {snapshot.users}  {rps:,.0f} req/s  "
             f"p95 {p95}  errors {snapshot.failed:,}"
