@@ -289,7 +289,8 @@ def _run(
 ) -> dict[str, Any]:
     import asyncio
 
-    from minerva_ai.loadtest.engine import LoadConfig, fetch_data, probe
+    from minerva_ai.loadtest.engine import LoadConfig
+    from minerva_ai.loadtest.prepare import fetch_data, probe
     from minerva_ai.loadtest.report import build_report
     from minerva_ai.loadtest.workers import run_load
 
