@@ -90,6 +90,17 @@ def api_path(path: str) -> str:
     return path if path.startswith("/api/") else f"{API_PREFIX}/{path.lstrip('/')}"
 
 
+def websocket_message(raw: str | bytes) -> tuple[str, JSON]:
+    """A server WebSocket frame's ``(type, data)``; ``("", {})`` for anything else."""
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return "", {}
+    if not isinstance(message, dict) or not isinstance(message.get("data", {}), dict):
+        return "", {}
+    return str(message.get("type", "")), message.get("data") or {}
+
+
 def _clean_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     cleaned: dict[str, Any] = {}
     for key, value in (params or {}).items():

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import httpx
 import orjson
 
-from minerva_ai.client import Backoff
+from minerva_ai.client import Backoff, websocket_message
 from minerva_ai.errors import (
     AuthError,
     NotFoundError,
@@ -240,7 +240,7 @@ class LogFollower:
             await socket.send(self._subscription())
             try:
                 async for raw in socket:
-                    kind, data = _ws_message(raw)
+                    kind, data = websocket_message(raw)
                     if kind == "subscribed":
                         yield _Event("connected", data)
                     elif kind == "log":
@@ -337,16 +337,6 @@ class LogFollower:
                 yield _Event("entry", entry)
             if len(page.items) < POLL_LIMIT:
                 await asyncio.sleep(self.poll_interval)
-
-
-def _ws_message(raw: str | bytes) -> tuple[str, JSON]:
-    try:
-        message = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return "", {}
-    if not isinstance(message, dict) or not isinstance(message.get("data", {}), dict):
-        return "", {}
-    return str(message.get("type", "")), message.get("data") or {}
 
 
 async def _sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
-from minerva_ai.client import JSON, Backoff
+from minerva_ai.client import JSON, Backoff, websocket_message
 from minerva_ai.errors import (
     AuthError,
     NotFoundError,
@@ -53,16 +53,6 @@ async def _connect(client: AsyncClient, url: str) -> ClientConnection:
         await asyncio.sleep(delay)
 
 
-def _message(raw: str | bytes) -> tuple[str, dict[str, Any]]:
-    try:
-        message = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return "", {}
-    if not isinstance(message, dict) or not isinstance(message.get("data", {}), dict):
-        return "", {}
-    return str(message.get("type", "")), message.get("data") or {}
-
-
 async def watch_settings(
     client: AsyncClient, feature: str, *, reconnect: bool = True
 ) -> AsyncIterator[JSON]:
@@ -84,7 +74,7 @@ async def watch_settings(
             await socket.send(subscribe)
             try:
                 async for raw in socket:
-                    kind, data = _message(raw)
+                    kind, data = websocket_message(raw)
                     if kind == "subscribed":
                         pause = Backoff(float("inf"))
                         keys = tuple(

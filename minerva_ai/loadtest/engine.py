@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 
 import orjson
 
+from minerva_ai.client import websocket_message
 from minerva_ai.loadtest.http import Connection, ConnectionFailed, Target
 from minerva_ai.loadtest.scenario import (
     HttpStep,
@@ -508,7 +509,7 @@ class Runner:
                     break
                 failed = self._on_message(stats, raw)[1]
             await socket.close()
-        except (OSError, TimeoutError, WebSocketException, orjson.JSONDecodeError) as exc:
+        except (OSError, TimeoutError, WebSocketException) as exc:
             failed = True
             self._note(stats, "websocket", f"{url}: {_reason(exc)}")
         if subscribed and not failed:
@@ -518,11 +519,10 @@ class Runner:
 
     def _on_message(self, stats: StepStats, raw: str | bytes) -> tuple[bool, bool]:
         """Count a server message; returns (it confirmed the subscription, it is an error)."""
-        message = orjson.loads(raw)
-        kind = message.get("type")
+        kind, data = websocket_message(raw)
         if kind in ("log", "metrics_update", "alert", "settings_update"):
             stats.ws_msgs += 1
-            _record_delay(stats, message.get("data") or {})
+            _record_delay(stats, data)
         elif kind == "error":
             self._note(stats, "websocket", f"the service answered: {str(raw)[:SAMPLE_CHARS]}")
         return kind == "subscribed", kind == "error"
