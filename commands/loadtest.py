@@ -243,9 +243,10 @@ def load_test(
             plan.think_time = think_time
     else:
         plan = scenarios.default_scenario(think_time or (1.0, 3.0))
-    if not thresholds:
-        from minerva_ai.loadtest.thresholds import parse_threshold
+    from minerva_ai.loadtest.thresholds import check_tags, parse_threshold
 
+    check_tags(thresholds, [(s.name, s.tags) for s in plan.steps if s.kind != "think"])
+    if not thresholds:
         thresholds = [parse_threshold(DEFAULT_THRESHOLD)]
     resolved = state.resolved()
     report = _run(

@@ -41,6 +41,12 @@ def summarize(histogram: HdrHistogram) -> dict[str, float | None]:
     return values
 
 
+def has_tag(name: str, tags: dict[str, str], tag: tuple[str, str]) -> bool:
+    """Whether a step carries ``tag``; ``step`` is every step's implicit tag (its name)."""
+    key, value = tag
+    return {**tags, "step": name}.get(key) == value
+
+
 def percentile_ms(histogram: HdrHistogram, percentile: float) -> float | None:
     if histogram.get_total_count() == 0:
         return None
@@ -129,8 +135,7 @@ class Stats:
         """Steps matching ``tag`` (``step`` is every step's implicit tag); all when None."""
         if tag is None:
             return list(self.steps.values())
-        key, value = tag
-        return [s for s in self.steps.values() if {**s.tags, "step": s.name}.get(key) == value]
+        return [s for s in self.steps.values() if has_tag(s.name, s.tags, tag)]
 
     @staticmethod
     def combined(steps: list[StepStats], name: str) -> HdrHistogram:

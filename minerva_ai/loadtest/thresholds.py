@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from minerva_ai.errors import UsageError
-from minerva_ai.loadtest.stats import Stats, percentile_ms
+from minerva_ai.loadtest.stats import Stats, has_tag, percentile_ms
 
 GRAMMAR = """\
 threshold := METRIC [ "{" TAG ":" VALUE "}" ] ":" AGG OP NUMBER
@@ -123,3 +123,19 @@ def parse_threshold(expr: str) -> Threshold:
     return Threshold(
         expr.strip(), metric, tag, name, percentile, match["op"], float(match["number"])
     )
+
+
+def check_tags(thresholds: list[Threshold], steps: list[tuple[str, dict[str, str]]]) -> None:
+    """``UsageError`` for a threshold whose ``{tag:value}`` no step carries (a typo that
+    would otherwise fail the run with nothing measured). ``steps``: (name, tags) pairs."""
+    for threshold in thresholds:
+        if threshold.tag and not any(has_tag(n, t, threshold.tag) for n, t in steps):
+            key, value = threshold.tag
+            known = sorted({v for n, t in steps for k, v in {**t, "step": n}.items() if k == key})
+            raise UsageError(
+                f"threshold {threshold.expr!r}: no step has the tag {key}:{value} "
+                f"({key} is one of: {', '.join(known)})"
+                if known
+                else f"threshold {threshold.expr!r}: no step has a {key!r} tag "
+                "(every step has step:NAME; others come from the scenario's tags)"
+            )

@@ -181,6 +181,11 @@ def test_workers_report_progress_together(run: Run) -> None:
         (["--rate", "5/s", "--max-in-flight", "0"], "--max-in-flight"),
         (["--rate", "5/s", "--max-in-flight", "1", "--workers", "2"], "at least one per worker"),
         (["--scenario", "BAD", "--get", "/x"], "alternatives"),
+        (
+            ["--get", "/x", "--threshold", "http_req_duration{step:nope}:p(95)<1"],
+            "no step has the tag step:nope (step is one of: GET /x)",
+        ),
+        (["--threshold", "ws_connecting{kind:read}:p(95)<1"], "no step has a 'kind' tag"),
         (["--scenario", "BAD"], "bad.yaml:4: unknown field 'grpc' in step 2"),
         (["--scenario", "MISSING"], "cannot read scenario"),
         (["-o", "csv"], "load-test prints table, json"),
