@@ -1,13 +1,16 @@
-"""What the benchmarks share: the machine's description, embedded databases in a temp home,
-a service in a pinned subprocess, a small loopback HTTP client, wrk, and percentiles.
+"""What the benchmarks share: the command line and the JSON results, the machine's
+description, embedded databases in a temp home, a service in a pinned subprocess, a small
+loopback HTTP client, wrk, and percentiles.
 
 Everything here talks to 127.0.0.1 only, and everything it starts it stops.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import http.client
+import json
 import math
 import os
 import platform
@@ -19,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,48 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 FEATURES_PATH = "/api/platform/ai-management/features"
+
+
+# --- the command line and the results ----------------------------------------------------
+
+
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A parser whose description is the benchmark's docstring, line breaks kept."""
+    return argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def add_run_options(parser: argparse.ArgumentParser, py_spy: str | None = None) -> None:
+    """``--json FILE``, ``--py-spy DIR`` when ``py_spy`` (its help) is given, and
+    ``--wait-quiet SECONDS``."""
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    if py_spy is not None:
+        parser.add_argument("--py-spy", type=Path, metavar="DIR", help=py_spy)
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for other processes to go idle",
+    )
+
+
+def command_line() -> str:
+    """How this benchmark was run, for its results."""
+    return " ".join([sys.executable, *sys.argv])
+
+
+def finish(
+    results: dict[str, Any],
+    json_path: Path | None,
+    default: Callable[[Any], Any] | None = None,
+) -> int:
+    """Write ``results`` to ``json_path`` (when given) as indented JSON; exit status 0."""
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=2, default=default) + "\n")
+    return 0
 
 
 # --- the machine -------------------------------------------------------------------------
@@ -104,6 +149,17 @@ def print_machine(extra: dict[str, str] | None = None) -> None:
         print(f"  {key:<12} {value}")
 
 
+def quiet_machine(
+    wait_s: float, extra: dict[str, str] | None = None, after: dict[str, str] | None = None
+) -> str:
+    """Wait up to ``wait_s`` for a quiet machine, warn when it is still busy, and print it
+    with ``extra``, the busy share ("busy before") and ``after``; return that share."""
+    wait_quiet(wait_s)
+    busy = warn_if_busy()
+    print_machine({**(extra or {}), "busy before": busy, **(after or {})})
+    return busy
+
+
 def taskset(cpu: int) -> list[str]:
     """A command prefix pinning to ``cpu``, or nothing when taskset or that CPU is missing."""
     if shutil.which("taskset") and cpu < (os.cpu_count() or 1):
@@ -129,6 +185,28 @@ def pin_self(cpu: int) -> bool:
         os.sched_setaffinity(0, {cpu})
         return True
     return False
+
+
+@contextlib.contextmanager
+def pinned(cpu: int) -> Iterator[None]:
+    """This process pinned to ``cpu`` (when it exists) for the block, then as before."""
+    previous = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    pin_self(cpu)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            os.sched_setaffinity(0, previous)
+
+
+def stop_process(process: subprocess.Popen[Any], sig: int, timeout_s: float) -> None:
+    """Send ``sig``, wait up to ``timeout_s`` for the process to end, else kill it."""
+    process.send_signal(sig)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
 
 
 # --- embedded databases with an organization of many features ----------------------------
@@ -319,12 +397,7 @@ class Service:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        stop_process(self.process, signal.SIGTERM, 20)
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -10,7 +10,6 @@ warm-up. Run:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import BENCH_DIR, print_machine, wait_quiet, warn_if_busy
+from benchlib import BENCH_DIR, add_run_options, bench_parser, finish, quiet_machine
 
 RATIO_GOAL = 1.25
 
@@ -107,23 +106,14 @@ def with_loop(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--runs", type=int, default=60, help="timed runs per command (>= 30)")
     parser.add_argument(
         "--rounds", type=int, default=3, help="hyperfine runs over all commands, times pooled"
     )
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--no-hyperfine", action="store_true", help="use the Python loop")
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0,
-        metavar="SECONDS",
-        help="first wait up to SECONDS for other processes to go idle",
-    )
+    add_run_options(parser)
     args = parser.parse_args()
     runs = max(30, min(args.runs, 500))
     cmds = commands()
@@ -136,9 +126,7 @@ def main() -> int:
         else "a Python loop (no hyperfine: apt-get install -y hyperfine)"
     )
     print(f"CLI start-up, {runs} runs each after {args.warmup} warm-up runs, timed with {tool}")
-    wait_quiet(args.wait_quiet)
-    busy = warn_if_busy()
-    print_machine({"busy before": busy, "click": _click_version()})
+    busy = quiet_machine(args.wait_quiet, after={"click": _click_version()})
     env_note = os.environ.get("VIRTUAL_ENV") or str(Path(sys.executable).parent.parent)
     print(f"  venv         {env_note}\n")
     timed = (with_hyperfine if use_hyperfine else with_loop)(cmds, runs, args.warmup, rounds)
@@ -160,16 +148,9 @@ def main() -> int:
             f"  {name:<22} {ratio_mean:.2f}x (mean), {ratio_median:.2f}x (median) of bare "
             f"click --help: {verdict} the goal (<= {RATIO_GOAL:g}x)"
         )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps(
-                {"tool": tool, "busy_before": busy, "timings": timed, "worst_ratio": worst},
-                indent=2,
-            )
-            + "\n"
-        )
-    return 0
+    return finish(
+        {"tool": tool, "busy_before": busy, "timings": timed, "worst_ratio": worst}, args.json
+    )
 
 
 def _click_version() -> str:

@@ -16,10 +16,7 @@ Loopback only; bounded in time; stops everything it started. Run:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import os
 import shutil
 import sys
 import time
@@ -34,13 +31,15 @@ from benchlib import (
     HttpPool,
     Service,
     WrkResult,
+    add_run_options,
+    bench_parser,
+    command_line,
     embedded_databases,
+    finish,
     percentile,
-    pin_self,
-    print_machine,
+    pinned,
+    quiet_machine,
     run_wrk,
-    wait_quiet,
-    warn_if_busy,
 )
 
 from minerva_ai.loadtest.http import ConnectionFailed
@@ -108,18 +107,13 @@ def steady_latency(
     service: Service, token: str, path: str, rate: float, duration_s: float
 ) -> dict[str, Any]:
     """Latencies at a steady ``rate`` from a client pinned to CPU 1 (CPU 0 runs the app)."""
-    previous = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    pin_self(1)
-    try:
+    with pinned(1):
         return asyncio.run(
             asyncio.wait_for(
                 _steady(service.port, token, path, rate, duration_s, warmup=20),
                 duration_s + 60,
             )
         )
-    finally:
-        if previous is not None:
-            os.sched_setaffinity(0, previous)
 
 
 def fetch(service: Service, token: str, path: str) -> tuple[int, bytes]:
@@ -158,9 +152,7 @@ def print_latency(name: str, r: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--features", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=20.0, help="requests/s in part (a)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of part (a)")
@@ -176,14 +168,7 @@ def main() -> int:
         help="pin PostgreSQL to this CPU, beside the load generators (-1: not pinned)",
     )
     parser.add_argument("--skip-wrk", action="store_true", help="part (a) only")
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0,
-        metavar="SECONDS",
-        help="first wait up to SECONDS for other processes to go idle",
-    )
+    add_run_options(parser)
     parser.add_argument(
         "--profile",
         type=Path,
@@ -199,14 +184,12 @@ def main() -> int:
         print(WRK_MISSING, file=sys.stderr)
         return 2
     path = f"{FEATURES_PATH}?limit={args.features}"
-    results: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv])}
+    results: dict[str, Any] = {"command": command_line()}
     print(f"GET {path}: {args.features} features, 1 uvicorn worker pinned to CPU 0")
     postgres_cpu = None if args.postgres_cpu < 0 else args.postgres_cpu
     with embedded_databases(args.features, postgres_cpu) as dbs:
-        wait_quiet(args.wait_quiet)
-        busy = warn_if_busy()
-        pinned = "not pinned" if postgres_cpu is None else f"pinned to CPU {postgres_cpu}"
-        print_machine({"postgresql": f"{dbs.postgres_version}, {pinned}", "busy before": busy})
+        where = "not pinned" if postgres_cpu is None else f"pinned to CPU {postgres_cpu}"
+        busy = quiet_machine(args.wait_quiet, {"postgresql": f"{dbs.postgres_version}, {where}"})
         results["postgresql"] = dbs.postgres_version
         results["postgres_cpu"] = postgres_cpu
         results["busy_before"] = busy
@@ -282,10 +265,7 @@ def main() -> int:
                 results["ratio"] = ratio
     if args.profile:
         print(f"\nprofiles in {args.profile}/: python -m pstats {profiles['minerva']}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    return finish(results, args.json)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ PostgreSQL and Redis in a temp home; loopback only; bounded; stops everything. R
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
 import shutil
@@ -38,7 +36,16 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
-from benchlib import Databases, Service, embedded_databases, print_machine, wait_quiet, warn_if_busy
+from benchlib import (
+    Databases,
+    Service,
+    add_run_options,
+    bench_parser,
+    command_line,
+    embedded_databases,
+    finish,
+    quiet_machine,
+)
 from logslib import (
     LOGS_PATH,
     CpuMeter,
@@ -137,17 +144,11 @@ def run_curl(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument(
-        "--py-spy", type=Path, metavar="DIR", help="sample the service during API exports"
-    )
-    parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS")
+    add_run_options(parser, py_spy="sample the service during API exports")
     args = parser.parse_args()
     args.rows = max(10_000, min(args.rows, 5_000_000))
     args.rounds = max(1, min(args.rounds, 5))
@@ -155,7 +156,7 @@ def main() -> int:
         print("this benchmark needs curl and psql: apt-get install -y curl postgresql-client")
         return 2
 
-    results: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv])}
+    results: dict[str, Any] = {"command": command_line()}
     print(f"GET /logs/export on {args.rows:,} rows of one feature over {args.days} days")
     with embedded_databases(2) as dbs:
         with psycopg.connect(dbs.database_url) as conn:
@@ -197,14 +198,12 @@ def main() -> int:
                 "its JSONL equals psycopg's, byte for byte"
             )
 
-            wait_quiet(args.wait_quiet)
-            busy = warn_if_busy()
-            print_machine(
+            busy = quiet_machine(
+                args.wait_quiet,
                 {
                     "postgresql": f"{dbs.postgres_version}, not pinned",
                     "table": f"{(size[0] if size else 0) / 2**30:.2f} GiB with indexes",
-                    "busy before": busy,
-                }
+                },
             )
             results.update(postgresql=dbs.postgres_version, busy_before=busy)
             assert service.process is not None
@@ -276,10 +275,7 @@ def main() -> int:
             )
             results[f"ratio_{api_name.removeprefix('api_')}"] = ratio
         results.update(timings=timings, mean_rows_per_s=mean)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    return finish(results, args.json)
 
 
 if __name__ == "__main__":

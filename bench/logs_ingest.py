@@ -24,10 +24,8 @@ temp home; loopback only; bounded; stops everything it started. Run:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import http.client
-import json
 import multiprocessing as mp
 import random
 import resource
@@ -35,12 +33,20 @@ import sys
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
-from benchlib import Databases, Service, embedded_databases, print_machine, wait_quiet, warn_if_busy
+from benchlib import (
+    Databases,
+    Service,
+    add_run_options,
+    bench_parser,
+    command_line,
+    embedded_databases,
+    finish,
+    quiet_machine,
+)
 from logslib import (
     LOGS_PATH,
     CpuMeter,
@@ -301,28 +307,21 @@ def print_run(r: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--batches", type=int, default=200, help="batches per run")
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=4, help="concurrent client processes")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of raw then API")
     parser.add_argument("--features", type=int, default=10)
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument(
-        "--py-spy",
-        type=Path,
-        metavar="DIR",
-        help="sample the service with py-spy during the API runs; DIR/ingest-api-N.txt",
+    add_run_options(
+        parser, py_spy="sample the service with py-spy during the API runs; DIR/ingest-api-N.txt"
     )
-    parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS")
     args = parser.parse_args()
     args.batches = max(args.clients, min(args.batches, 2000))
     args.rounds = max(1, min(args.rounds, 5))
     args.batch_size = max(PROBE_EVERY, min(args.batch_size, 10_000))
 
-    results: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv])}
+    results: dict[str, Any] = {"command": command_line()}
     total = args.batches * args.batch_size
     print(
         f"POST /logs vs raw COPY: {args.batches} batches x {args.batch_size} entries, "
@@ -344,9 +343,8 @@ def main() -> int:
         )
         probes = sum(1 for batch in batches for e in batch if e["source"] == "probe")
         del batches
-        wait_quiet(args.wait_quiet)
-        busy = warn_if_busy()
-        print_machine({"postgresql": f"{dbs.postgres_version}, not pinned", "busy before": busy})
+        pg = f"{dbs.postgres_version}, not pinned"
+        busy = quiet_machine(args.wait_quiet, {"postgresql": pg})
         results.update(
             postgresql=dbs.postgres_version,
             busy_before=busy,
@@ -377,10 +375,7 @@ def main() -> int:
         print(f"  rounds {per_round}")
         print(f"  goal: API >= {RATIO_GOAL:g}x raw: {ratio:.2f}x {verdict} it")
         results.update(runs=runs, mean_rows_per_s=mean, ratio=ratio)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    return finish(results, args.json)
 
 
 if __name__ == "__main__":

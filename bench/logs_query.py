@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 import uuid
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -42,10 +40,12 @@ from benchlib import (
     Databases,
     HttpPool,
     Service,
+    add_run_options,
+    bench_parser,
+    command_line,
     embedded_databases,
-    print_machine,
-    wait_quiet,
-    warn_if_busy,
+    finish,
+    quiet_machine,
 )
 from logslib import (
     LOGS_PATH,
@@ -236,9 +236,7 @@ def measure(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--features", type=int, default=10)
@@ -250,14 +248,13 @@ def main() -> int:
         help="after measuring, run this CREATE INDEX on logs, ANALYZE, and measure again",
     )
     parser.add_argument("--no-explain", action="store_true")
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS")
+    add_run_options(parser)
     args = parser.parse_args()
     args.rows = max(100_000, min(args.rows, 20_000_000))
     args.days = max(3, min(args.days, 30))
     args.requests = max(10, min(args.requests, 2000))
 
-    results: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv])}
+    results: dict[str, Any] = {"command": command_line()}
     started = time.perf_counter()
     print(
         f"GET /logs on {args.rows:,} rows over {args.days} days in {args.features} busy "
@@ -294,10 +291,8 @@ def main() -> int:
         results.update(rows=args.rows, seeding=seeding, rows_per_feature=dict(per))
         features = [*busy_features, quiet]
         with Service("minerva", dbs, cpu=0) as service:
-            wait_quiet(args.wait_quiet)
-            busy = warn_if_busy()
             pg = f"{dbs.postgres_version}, default settings, not pinned"
-            print_machine({"postgresql": pg, "busy before": busy})
+            busy = quiet_machine(args.wait_quiet, {"postgresql": pg})
             results.update(postgresql=dbs.postgres_version, busy_before=busy)
             print(f"\n  open model, {args.rate:g} requests/s, latency from the intended send:")
             results["schema"] = measure(dbs, service, features, start, args, not args.no_explain)
@@ -316,10 +311,7 @@ def main() -> int:
     met = all(results["schema"][k]["goal_met"] for k in GOAL_KINDS)
     print(f"\n  goals (p95 < {P95_GOAL_MS:g} ms, schema as shipped): {'met' if met else 'MISSED'}")
     print(f"  whole run: {time.perf_counter() - started:.0f} s")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    return 0
+    return finish(results, args.json, default=str)
 
 
 if __name__ == "__main__":

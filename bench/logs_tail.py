@@ -25,11 +25,9 @@ loopback only; bounded; stops everything it started. Run:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import multiprocessing as mp
 import os
 import random
@@ -44,7 +42,17 @@ from typing import Any
 
 import orjson
 import psycopg
-from benchlib import HttpPool, Service, embedded_databases, print_machine, wait_quiet, warn_if_busy
+from benchlib import (
+    HttpPool,
+    Service,
+    add_run_options,
+    bench_parser,
+    command_line,
+    embedded_databases,
+    finish,
+    quiet_machine,
+    stop_process,
+)
 from logslib import (
     LOGS_PATH,
     NO_DEFLATE,
@@ -94,12 +102,7 @@ class Tail:
 
     def stop(self) -> str:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+            stop_process(self.process, signal.SIGINT, 15)
         self.reader.join(5)
         assert self.process.stderr is not None
         return self.process.stderr.read().decode(errors="replace")
@@ -266,9 +269,7 @@ def print_setting(r: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--rate", type=float, default=1000.0, help="entries/s")
     parser.add_argument(
         "--batch-sizes", default="50,1000", help="entries per POST, one run each (comma list)"
@@ -289,15 +290,13 @@ def main() -> int:
         help="WebSocket permessage-deflate as shipped (on), disabled in uvicorn (off), or "
         "each run against both services (both, the default)",
     )
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--py-spy", type=Path, metavar="DIR", help="sample the service")
-    parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS")
+    add_run_options(parser, py_spy="sample the service")
     args = parser.parse_args()
     args.duration = max(5.0, min(args.duration, 300.0))
     args.rate = max(10.0, min(args.rate, 20_000.0))
     sizes = [max(1, min(int(x), 5000)) for x in args.batch_sizes.split(",") if x.strip()]
 
-    results: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv]), "runs": []}
+    results: dict[str, Any] = {"command": command_line(), "runs": []}
     print(f"ingest -> `minerva-ai logs tail -f -n 0 -o jsonl` at {args.rate:g} entries/s")
     with embedded_databases(args.features) as dbs:
         with psycopg.connect(dbs.database_url) as conn:
@@ -309,10 +308,8 @@ def main() -> int:
                 options = NO_DEFLATE if variant == "no-deflate" else "{}"
                 with environment(BENCH_UVICORN_OPTIONS=options):
                     services[variant] = stack.enter_context(Service("minerva", dbs, cpu=0))
-            wait_quiet(args.wait_quiet)
-            busy = warn_if_busy()
             pg = f"{dbs.postgres_version}, not pinned"
-            print_machine({"postgresql": pg, "busy before": busy})
+            busy = quiet_machine(args.wait_quiet, {"postgresql": pg})
             results.update(postgresql=dbs.postgres_version, busy_before=busy)
             for size in sizes:
                 for variant, service in services.items():
@@ -323,10 +320,7 @@ def main() -> int:
                     r["service"] = variant
                     print_setting(r)
                     results["runs"].append(r)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    return finish(results, args.json)
 
 
 if __name__ == "__main__":

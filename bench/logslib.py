@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from benchlib import REPO, Databases, HttpPool, percentile
+from benchlib import REPO, Databases, HttpPool, percentile, stop_process
 
 from minerva_ai.loadtest.http import ConnectionFailed
 
@@ -601,16 +601,10 @@ class PySpy:
 
     def __exit__(self, *exc: object) -> None:
         import signal
-        import subprocess
 
         if self.process is None:
             return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        stop_process(self.process, signal.SIGINT, 30)
 
 
 def top_frames(folded: Path, limit: int = 25, own: bool = False) -> list[tuple[float, str]]:

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing as mp
-import os
 import random
 import resource
 import sys
@@ -39,7 +37,17 @@ from typing import Any
 
 import orjson
 import psycopg
-from benchlib import Service, embedded_databases, pin_self, print_machine, wait_quiet, warn_if_busy
+from benchlib import (
+    Service,
+    add_run_options,
+    bench_parser,
+    command_line,
+    embedded_databases,
+    finish,
+    pin_self,
+    pinned,
+    quiet_machine,
+)
 from logslib import (
     WS_PATH,
     CpuMeter,
@@ -217,9 +225,7 @@ def phase(
         measuring.set()
         with PySpy(pid, spy):
             meter.start()
-            previous = os.sched_getaffinity(0)
-            pin_self(1)  # the generator beside the receivers and PostgreSQL
-            try:
+            with pinned(1):  # the generator beside the receivers and PostgreSQL
                 sent = asyncio.run(
                     steady_ingest(
                         service.port,
@@ -229,8 +235,6 @@ def phase(
                         batch,
                     )
                 )
-            finally:
-                os.sched_setaffinity(0, previous)
             time.sleep(1.0)  # deliveries still in flight
             meter.stop()
         rss_after = rss_mib(pid)
@@ -288,9 +292,7 @@ def print_phase(r: dict[str, Any], duration: float) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=25.0, help="entries/s ingested")
     parser.add_argument("--batch-size", type=int, default=1, help="entries per POST")
@@ -301,9 +303,7 @@ def main() -> int:
         default="both",
         help="what the clients offer: deflate (the default of websockets), none, or both phases",
     )
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--py-spy", type=Path, metavar="DIR", help="sample the service")
-    parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS")
+    add_run_options(parser, py_spy="sample the service")
     args = parser.parse_args()
     args.clients = max(1, min(args.clients, 5000))
     args.duration = max(5.0, min(args.duration, 120.0))
@@ -316,7 +316,7 @@ def main() -> int:
     }
     phases = choices[args.compression]
 
-    results: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv]), "phases": []}
+    results: dict[str, Any] = {"command": command_line(), "phases": []}
     print(
         f"{args.clients} WebSocket log followers, {args.rate:g} entries/s "
         f"({args.rate * args.clients:,.0f} deliveries/s), {args.duration:g} s per phase"
@@ -325,14 +325,8 @@ def main() -> int:
         with psycopg.connect(dbs.database_url) as conn:
             features = [name for name, _ in features_of(conn, dbs.organization_id, 3)]
         with Service("minerva", dbs, cpu=0) as service:
-            wait_quiet(args.wait_quiet)
-            busy = warn_if_busy()
-            print_machine(
-                {
-                    "postgresql": f"{dbs.postgres_version}, pinned to CPU 1",
-                    "busy before": busy,
-                }
-            )
+            pg = f"{dbs.postgres_version}, pinned to CPU 1"
+            busy = quiet_machine(args.wait_quiet, {"postgresql": pg})
             results.update(postgresql=dbs.postgres_version, busy_before=busy)
             for compression in phases:
                 name = compression or "none"
@@ -340,10 +334,7 @@ def main() -> int:
                 r = phase(service, dbs, features, args, compression, spy)
                 print_phase(r, args.duration)
                 results["phases"].append(r)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    return finish(results, args.json)
 
 
 if __name__ == "__main__":
