@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import StreamingResponse
 
 from minerva_ai import loglevels, logregex
@@ -107,27 +107,32 @@ async def log_filter(
     )
 
 
-FilterParams = dict[str, Any]
-
-
-def _filters(
+async def query_filter(
+    state: StateDep,
+    principal: Reader,
     feature: str | None = None,
     level: str | None = None,
     source: str | None = None,
     since: str | None = None,
     until: str | None = None,
-    q: str | None = None,
+    q: Annotated[str | None, Query(description="regex (docs/api/README.md#regex)")] = None,
     request_id: str | None = None,
-) -> FilterParams:
-    return {
-        "feature": feature,
-        "level": level,
-        "source": source,
-        "since": since,
-        "until": until,
-        "q": q,
-        "request_id": request_id,
-    }
+) -> logs.LogFilter:
+    """The filter query parameters of ``GET /logs`` and ``GET /logs/export``."""
+    return await log_filter(
+        state,
+        principal,
+        feature=feature,
+        level=level,
+        source=source,
+        since=since,
+        until=until,
+        q=q,
+        request_id=request_id,
+    )
+
+
+QueryFilter = Annotated[logs.LogFilter, Depends(query_filter)]
 
 
 @router.post("/logs")
@@ -165,21 +170,12 @@ async def logs_ingest(request: Request, state: StateDep, principal: Ingester) ->
 async def logs_list(
     state: StateDep,
     principal: Reader,
-    feature: str | None = None,
-    level: str | None = None,
-    source: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-    q: Annotated[str | None, Query(description="regex (docs/api/README.md#regex)")] = None,
-    request_id: str | None = None,
+    filters: QueryFilter,
     limit: Limit = 100,
     cursor: Annotated[str | None, Query(description="page to older entries")] = None,
     after: Annotated[str | None, Query(description="entries committed after it")] = None,
 ) -> JSONResponse:
     """Newest first (``cursor`` pages older); with ``after``, what committed since, oldest first."""
-    filters = await log_filter(
-        state, principal, **_filters(feature, level, source, since, until, q, request_id)
-    )
     after_seq = parse_cursor(after, "after")
     before_seq = parse_cursor(cursor, "cursor")
     head = after_seq
@@ -245,20 +241,11 @@ class _JsonArray:
 async def logs_export(
     state: StateDep,
     principal: Reader,
+    filters: QueryFilter,
     format: Literal["json", "jsonl", "csv"] = "jsonl",
     csv_raw: Annotated[bool, Query(description="do not neutralise formula cells")] = False,
-    feature: str | None = None,
-    level: str | None = None,
-    source: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-    q: str | None = None,
-    request_id: str | None = None,
 ) -> StreamingResponse:
     """Every matching entry, oldest first, streamed in constant memory (COPY TO STDOUT)."""
-    filters = await log_filter(
-        state, principal, **_filters(feature, level, source, since, until, q, request_id)
-    )
     statement = logs.export_statement(
         principal.organization_id, filters, "csv" if format == "csv" else "json", csv_raw
     )
@@ -306,8 +293,16 @@ async def logs_stream(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Server-sent events: `log` (id = cursor), `gap`, `overflow`; resume with Last-Event-ID."""
-    filters = await log_filter(
-        state, principal, **_filters(feature, level, source, None, None, q, request_id)
+    filters = await log_filter(  # no since/until: a stream follows from a cursor
+        state,
+        principal,
+        feature=feature,
+        level=level,
+        source=source,
+        since=None,
+        until=None,
+        q=q,
+        request_id=request_id,
     )
     start = parse_cursor(last_event_id or after, "after")
     org_id = principal.organization_id
