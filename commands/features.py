@@ -7,13 +7,11 @@ from typing import Any
 
 import click
 
-from minerva_ai.errors import ConfigError
 from minerva_ai.output import Column, to_yaml
 from minerva_ai.settings_diff import diff_settings, render_diff, summarize_diff
 from minerva_ai.settings_edit import (
     Assignment,
     load_settings_file,
-    parse_assignment,
     update_settings,
 )
 
@@ -22,6 +20,7 @@ from .options import (
     State,
     limit_option,
     output_options,
+    parsed_by,
     pass_state,
     render_list,
 )
@@ -179,15 +178,6 @@ def settings_get(state: State, feature: str, version: int | None) -> None:
     state.output().item(current, SETTINGS_FIELDS, text=lambda: to_yaml(current["settings"]))
 
 
-def _parse_assignments(
-    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
-) -> list[Assignment]:
-    try:
-        return [parse_assignment(value) for value in values]
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 def _print_changes(state: State, changes: list[dict[str, Any]], result: dict[str, Any]) -> None:
     output = state.output()
     output.item(result, SETTINGS_FIELDS, text=lambda: render_diff(changes, color=output.color))
@@ -201,7 +191,7 @@ def _print_changes(state: State, changes: list[dict[str, Any]], result: dict[str
     "assignments",
     multiple=True,
     metavar="PATH=VALUE",
-    callback=_parse_assignments,
+    callback=parsed_by("minerva_ai.settings_edit:parse_assignment"),
     help="Set one field, e.g. rate_limits.requests_per_minute=100 (value read as YAML).",
 )
 @click.option("--dry-run", is_flag=True, help="Show the diff; write nothing.")

@@ -11,7 +11,7 @@ import click
 
 from minerva_ai.errors import ConfigError, GateError, GateFailed, UsageError
 
-from .options import Progress, State, output_options, pass_state
+from .options import Progress, State, output_options, parsed_by, pass_state
 
 if TYPE_CHECKING:
     from minerva_ai.loadtest.engine import Progress as RunProgress
@@ -47,26 +47,6 @@ def _rate(_ctx: click.Context, _param: click.Parameter, value: str | None) -> fl
             f"invalid rate {value!r}: expected requests per unit above 0, e.g. 200/s, 600/m"
         )
     return float(match[1]) / _RATE_UNITS[match[2]]
-
-
-def _think(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
-    if value is None:
-        return None
-    from minerva_ai.loadtest.scenario import parse_think_time
-
-    try:
-        return parse_think_time(value)
-    except UsageError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _thresholds(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> Any:
-    from minerva_ai.loadtest.thresholds import parse_threshold
-
-    try:
-        return [parse_threshold(expr) for expr in value]
-    except UsageError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 def _paths(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> Any:
@@ -131,7 +111,7 @@ def _paths(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...])
     "thresholds",
     metavar="EXPR",
     multiple=True,
-    callback=_thresholds,
+    callback=parsed_by("minerva_ai.loadtest.thresholds:parse_threshold"),
     help=f"Pass/fail criterion, k6 style (repeatable; default {DEFAULT_THRESHOLD}): "
     "http_req_duration:p(95)<500, http_req_duration{step:list}:p(95)<300, "
     "ws_connecting:p(95)<200.",
@@ -147,7 +127,7 @@ def _paths(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...])
 @click.option(
     "--think-time",
     metavar="0|MIN-MAX",
-    callback=_think,
+    callback=parsed_by("minerva_ai.loadtest.scenario:parse_think_time"),
     help="Pause between a user's iterations: 0, 1s, 1s-3s (overrides the scenario's; "
     "the open model's schedule is its own pacing).",
 )

@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import click
 
-from minerva_ai import loglevels, logregex
-from minerva_ai.errors import ConfigError, PartlyRejected, UsageError
+from minerva_ai.errors import PartlyRejected
 
-from .options import HelpGroup, Progress, State, output_options, pass_state
+from .options import HelpGroup, Progress, State, output_options, parsed_by, pass_state
 
 if TYPE_CHECKING:
     from minerva_ai.client import Client
@@ -49,42 +48,13 @@ def logs() -> None:
 # ------------------------------------------------------------------ shared options
 
 
-def _time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    from minerva_ai.timeparse import parse_time
-
-    try:
-        return parse_time(value)
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _levels(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    try:
-        return loglevels.expand(value)
-    except UsageError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _regex(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is not None:
-        try:
-            logregex.check(value)
-        except UsageError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return value
-
-
 def filter_options(*, until: bool) -> Callable[[F], F]:
     """``--since [--until] --level --grep --source --request-id``, checked before any request."""
     options = [
         click.option(
             "--since",
             metavar="TIME",
-            callback=_time,
+            callback=parsed_by("minerva_ai.timeparse:parse_time"),
             help="Only entries timestamped at or after TIME: 30s, 10m, 2h, 7d, or ISO 8601 "
             "(no offset = local time).",
         ),
@@ -92,14 +62,14 @@ def filter_options(*, until: bool) -> Callable[[F], F]:
             "--level",
             "levels",
             metavar="LEVELS",
-            callback=_levels,
+            callback=parsed_by("minerva_ai.loglevels:expand"),
             help="error,warn: exactly these levels; warn+: that level and above. Levels: "
             "debug, info, warn, error, critical (WARNING-style aliases accepted).",
         ),
         click.option(
             "--grep",
             metavar="REGEX",
-            callback=_regex,
+            callback=parsed_by("minerva_ai.logregex:check", keep=True),
             help="Only messages matching REGEX (case-sensitive; the dialect of "
             "docs/api/README.md: no \\b, no (?...) groups).",
         ),
@@ -110,7 +80,10 @@ def filter_options(*, until: bool) -> Callable[[F], F]:
         options.insert(
             1,
             click.option(
-                "--until", metavar="TIME", callback=_time, help="Only entries before TIME."
+                "--until",
+                metavar="TIME",
+                callback=parsed_by("minerva_ai.timeparse:parse_time"),
+                help="Only entries before TIME.",
             ),
         )
 

@@ -123,6 +123,33 @@ def render_list(
     state.output().items(items, columns)
 
 
+def parsed_by(target: str, *, keep: bool = False) -> Callable[..., Any]:
+    """A Click callback parsing an option's value with ``module:function``, imported only
+    when the option is given (``--help`` stays fast). None stays None; a repeated option
+    gives a list; the parser's ``ConfigError``/``UsageError`` becomes Click's bad-parameter
+    error (exit 2, naming the option). ``keep``: only check, and keep the value as given."""
+
+    def callback(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        import importlib
+
+        from minerva_ai.errors import ConfigError, UsageError
+
+        module, _, name = target.partition(":")
+        parse = getattr(importlib.import_module(module), name)
+        values = list(value) if isinstance(value, tuple) else [value]
+        try:
+            results = [parse(item) for item in values]
+        except (ConfigError, UsageError) as exc:
+            raise click.BadParameter(str(exc)) from None
+        if keep:
+            results = values
+        return results if isinstance(value, tuple) else results[0]
+
+    return callback
+
+
 def _set_format(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
     if value is not None:
         ctx.ensure_object(State).output_format = value
