@@ -13,33 +13,24 @@ import os
 import signal
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
+import pytest
 
 from minerva_ai.client import Client
-from minerva_ai.service import admin
-from minerva_ai.service.app import create_app
-from tests.conftest import LiveService, Servers, ThreadedServer, service_config, with_database
-
-WAIT = 30.0  # generous bound of every wait on a condition
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = WAIT, what: str = "it") -> Any:
-    """Poll ``condition`` until it is truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
+from tests.conftest import (
+    MINERVA_AI,
+    WAIT,
+    LiveService,
+    Servers,
+    ThreadedServer,
+    running_service,
+    scratch_database,
+)
 
 
 def stamp(seconds_ago: float = 0.0) -> str:
@@ -88,26 +79,24 @@ def module_service(
     servers: Servers, wrap: Callable[[Any], Any] | None = None
 ) -> Iterator[LiveService]:
     """A service on a database of its own, for the tests of one module (new org each)."""
-    name = f"minerva_logs_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(servers.database_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{servers.template}"')
-    database_url = with_database(servers.database_url, name)
-    try:
-        config = service_config(database_url, servers.redis_url)
-        issued = admin.create_organization(database_url, "acme")
-        app = create_app(config)
-        with ThreadedServer(wrap(app) if wrap else app) as url:
-            yield LiveService(
-                url,
-                database_url,
-                servers.redis_url,
-                str(issued.organization_id),
-                issued.token,
-                config,
-            )
-    finally:
-        with psycopg.connect(servers.database_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with (
+        scratch_database(servers, "minerva_logs") as database_url,
+        running_service(database_url, servers.redis_url, wrap) as live,
+    ):
+        yield live
+
+
+def service_fixture(**gate: Any) -> Any:
+    """A module-scoped fixture of a ``module_service``, behind ``Gatekeeper(app, **gate)``
+    when ``gate`` is given; named as it is assigned: ``no_push = service_fixture(...)``."""
+
+    @pytest.fixture(scope="module")
+    def fixture(servers: Servers) -> Iterator[LiveService]:
+        wrap = (lambda app: Gatekeeper(app, **gate)) if gate else None
+        with module_service(servers, wrap) as live:
+            yield live
+
+    return fixture
 
 
 class PortServer(ThreadedServer):
@@ -220,8 +209,6 @@ class CliProcess:
     """`minerva-ai ARGS` in a subprocess; its stdout and stderr lines collected as they come."""
 
     def __init__(self, args: list[str], env: dict[str, str], stdin: bool = False) -> None:
-        from tests.commands.conftest import MINERVA_AI
-
         self.process = subprocess.Popen(
             [MINERVA_AI, *args],
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,

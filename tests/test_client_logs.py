@@ -20,20 +20,11 @@ import pytest
 from minerva_ai.client import Client
 from minerva_ai.errors import AuthError, NotFoundError, UnreachableError, UsageError
 from minerva_ai.logexport import AtomicFile, write_export
-from tests.conftest import LiveService, Servers
-from tests.logs_support import Gatekeeper, Org, entry, module_service, new_org
+from tests.conftest import LiveService
+from tests.logs_support import Org, entry, new_org, service_fixture
 
-
-@pytest.fixture(scope="module")
-def service(servers: Servers) -> Iterator[LiveService]:
-    with module_service(servers) as live:
-        yield live
-
-
-@pytest.fixture(scope="module")
-def cutting_service(servers: Servers) -> Iterator[LiveService]:
-    with module_service(servers, lambda app: Gatekeeper(app, cut_exports=True)) as live:
-        yield live
+service = service_fixture()
+cutting_service = service_fixture(cut_exports=True)
 
 
 @pytest.fixture

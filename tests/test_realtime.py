@@ -22,25 +22,22 @@ from minerva_ai.errors import NotFoundError, ServiceError
 from minerva_ai.realtime import BEGINNING, Notice, follow_logs, head_cursor
 from minerva_ai.service import admin
 from minerva_ai.service.app import create_app
-from tests.conftest import LiveService, Servers, ThreadedServer, service_config
+from tests.conftest import WAIT, LiveService, Servers, ThreadedServer, service_config
 from tests.logs_support import (
-    WAIT,
     Gatekeeper,
     Org,
     PortServer,
     entry,
     module_service,
     new_org,
+    service_fixture,
 )
 
 TRANSPORTS = ["ws", "sse", "poll"]
 Entries = list[dict[str, Any]]
 
 
-@pytest.fixture(scope="module")
-def service(servers: Servers) -> Iterator[LiveService]:
-    with module_service(servers) as live:
-        yield live
+service = service_fixture()
 
 
 @pytest.fixture
@@ -249,17 +246,8 @@ def test_a_reader_that_falls_behind_is_told_overflow_and_still_gets_everything_o
 # ------------------------------------------------------------------ transport fallback
 
 
-@pytest.fixture(scope="module")
-def no_websocket(servers: Servers) -> Iterator[LiveService]:
-    with module_service(servers, lambda app: Gatekeeper(app, websocket_status=404)) as live:
-        yield live
-
-
-@pytest.fixture(scope="module")
-def no_push(servers: Servers) -> Iterator[LiveService]:
-    gate = {"websocket_status": 403, "sse_status": 404}
-    with module_service(servers, lambda app: Gatekeeper(app, **gate)) as live:
-        yield live
+no_websocket = service_fixture(websocket_status=404)
+no_push = service_fixture(websocket_status=403, sse_status=404)
 
 
 def test_auto_uses_sse_when_the_websocket_is_refused(no_websocket: LiveService) -> None:

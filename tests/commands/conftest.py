@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from minerva_ai.commands.main import cli
-from tests.conftest import LiveService
-
-MINERVA_AI = str(Path(sys.executable).parent / "minerva-ai")
+from tests.conftest import MINERVA_AI, LiveService
 
 Run = Callable[..., Result]
 

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from click.testing import Result
 
 from minerva_ai.client import Client
 from minerva_ai.errors import ConflictError
@@ -22,6 +23,11 @@ from tests.conftest import LiveService
 def create(run: Run, *names: str) -> None:
     for name in names:
         assert run("features", "create", name).exit_code == 0
+
+
+def set_settings(run: Run, feature: str, *args: str, input: str | None = None) -> Result:
+    """`minerva-ai features settings set FEATURE ARGS...`"""
+    return run("features", "settings", "set", feature, *args, input=input)
 
 
 def settings_of(run: Run, feature: str) -> dict[str, Any]:
@@ -147,7 +153,7 @@ def test_other_organizations_features_are_not_found(run: Run, live_service: Live
 
 def test_settings_get_prints_yaml_that_set_accepts_back(run: Run, tmp_path: Path) -> None:
     create(run, "photo-tagging")
-    run("features", "settings", "set", "photo-tagging", "--set", "rate_limits.cost_per_day=5")
+    set_settings(run, "photo-tagging", "--set", "rate_limits.cost_per_day=5")
     got = run("features", "settings", "get", "photo-tagging")
     assert got.exit_code == 0
     sections = yaml.safe_load(got.stdout)
@@ -155,24 +161,22 @@ def test_settings_get_prints_yaml_that_set_accepts_back(run: Run, tmp_path: Path
     assert "settings version 2" in got.stderr
     saved = tmp_path / "settings.yaml"
     saved.write_text(got.stdout)
-    again = run("features", "settings", "set", "photo-tagging", str(saved))
+    again = set_settings(run, "photo-tagging", str(saved))
     assert again.exit_code == 0
     assert "no changes" in again.stderr
     assert settings_of(run, "photo-tagging")["version"] == 2
     # the whole object, as -o yaml prints it, is accepted too
     whole = tmp_path / "whole.yaml"
     whole.write_text(run("features", "settings", "get", "photo-tagging", "-o", "yaml").stdout)
-    assert "no changes" in run("features", "settings", "set", "photo-tagging", str(whole)).stderr
+    assert "no changes" in set_settings(run, "photo-tagging", str(whole)).stderr
     old = run("features", "settings", "get", "photo-tagging", "--version", "1")
     assert yaml.safe_load(old.stdout)["rate_limits"] == {}
 
 
 def test_set_fields_with_yaml_values_and_print_the_new_version(run: Run) -> None:
     create(run, "photo-tagging")
-    result = run(
-        "features",
-        "settings",
-        "set",
+    result = set_settings(
+        run,
         "photo-tagging",
         "--set",
         "rate_limits.requests_per_minute=100",
@@ -188,14 +192,7 @@ def test_set_fields_with_yaml_values_and_print_the_new_version(run: Run) -> None
     assert new["settings"]["prompts"]["tag-photo"]["template"] == "List tags for: {{ description }}"
     assert "version 1 -> 2" in result.stderr
 
-    diff = run(
-        "features",
-        "settings",
-        "set",
-        "photo-tagging",
-        "--set",
-        "rate_limits.requests_per_minute=200",
-    )
+    diff = set_settings(run, "photo-tagging", "--set", "rate_limits.requests_per_minute=200")
     assert diff.stdout == "~ rate_limits.requests_per_minute: 100 -> 200\n"
     assert settings_of(run, "photo-tagging")["settings"]["rate_limits"] == {
         "requests_per_minute": 200
@@ -204,10 +201,10 @@ def test_set_fields_with_yaml_values_and_print_the_new_version(run: Run) -> None
 
 def test_a_file_replaces_only_its_sections(run: Run, tmp_path: Path) -> None:
     create(run, "photo-tagging")
-    run("features", "settings", "set", "photo-tagging", "--set", "prompts.p.template=hi")
+    set_settings(run, "photo-tagging", "--set", "prompts.p.template=hi")
     path = tmp_path / "limits.yaml"
     path.write_text("rate_limits:\n  requests_per_minute: 600\n  tokens_per_minute: 200000\n")
-    result = run("features", "settings", "set", "photo-tagging", str(path))
+    result = set_settings(run, "photo-tagging", str(path))
     assert result.exit_code == 0, result.stderr
     current = settings_of(run, "photo-tagging")
     assert current["version"] == 3
@@ -216,13 +213,8 @@ def test_a_file_replaces_only_its_sections(run: Run, tmp_path: Path) -> None:
         "tokens_per_minute": 200000,
     }
     assert current["settings"]["prompts"] == {"p": {"template": "hi"}}
-    from_stdin = run(
-        "features",
-        "settings",
-        "set",
-        "photo-tagging",
-        "-",
-        input=json.dumps({"rate_limits": {"cost_per_day": 2.5}}),
+    from_stdin = set_settings(
+        run, "photo-tagging", "-", input=json.dumps({"rate_limits": {"cost_per_day": 2.5}})
     )
     assert from_stdin.exit_code == 0
     assert settings_of(run, "photo-tagging")["settings"]["rate_limits"] == {"cost_per_day": 2.5}
@@ -230,29 +222,13 @@ def test_a_file_replaces_only_its_sections(run: Run, tmp_path: Path) -> None:
 
 def test_dry_run_shows_the_diff_and_writes_nothing(run: Run) -> None:
     create(run, "photo-tagging")
-    result = run(
-        "features",
-        "settings",
-        "set",
-        "photo-tagging",
-        "--dry-run",
-        "--set",
-        "rate_limits.cost_per_day=10",
-    )
+    result = set_settings(run, "photo-tagging", "--dry-run", "--set", "rate_limits.cost_per_day=10")
     assert result.exit_code == 0
     assert result.stdout == "+ rate_limits.cost_per_day: 10.0\n"
     assert "nothing written" in result.stderr
     as_json = json.loads(
-        run(
-            "features",
-            "settings",
-            "set",
-            "photo-tagging",
-            "--dry-run",
-            "--set",
-            "rate_limits.cost_per_day=10",
-            "-o",
-            "json",
+        set_settings(
+            run, "photo-tagging", "--dry-run", "--set", "rate_limits.cost_per_day=10", "-o", "json"
         ).stdout
     )
     assert as_json["diff"] == [
@@ -263,14 +239,8 @@ def test_dry_run_shows_the_diff_and_writes_nothing(run: Run) -> None:
 
 def test_dry_run_is_validated_by_the_service(run: Run) -> None:
     create(run, "photo-tagging")
-    result = run(
-        "features",
-        "settings",
-        "set",
-        "photo-tagging",
-        "--dry-run",
-        "--set",
-        "rate_limits.requests_per_minute=-5",
+    result = set_settings(
+        run, "photo-tagging", "--dry-run", "--set", "rate_limits.requests_per_minute=-5"
     )
     assert result.exit_code == 3
     assert "rate_limits.requests_per_minute" in result.stderr
@@ -293,7 +263,7 @@ def test_dry_run_is_validated_by_the_service(run: Run) -> None:
 )
 def test_bad_input_exits_2_with_the_reason(run: Run, args: list[str], reason: str) -> None:
     create(run, "photo-tagging")
-    result = run("features", "settings", "set", "photo-tagging", *args)
+    result = set_settings(run, "photo-tagging", *args)
     assert result.exit_code == 2
     assert reason in result.stderr
     assert settings_of(run, "photo-tagging")["version"] == 1
@@ -312,17 +282,15 @@ def test_bad_files_exit_2(run: Run, tmp_path: Path, content: str | bytes, reason
     create(run, "photo-tagging")
     path = tmp_path / "bad.yaml"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    result = run("features", "settings", "set", "photo-tagging", str(path))
+    result = set_settings(run, "photo-tagging", str(path))
     assert result.exit_code == 2
     assert reason in result.stderr
 
 
 def test_invalid_settings_exit_3_naming_each_field_and_write_nothing(run: Run) -> None:
     create(run, "photo-tagging")
-    result = run(
-        "features",
-        "settings",
-        "set",
+    result = set_settings(
+        run,
         "photo-tagging",
         "--set",
         "rate_limits.requests_per_minute=-1",
@@ -336,19 +304,15 @@ def test_invalid_settings_exit_3_naming_each_field_and_write_nothing(run: Run) -
 
 
 def test_unknown_feature_exits_3(run: Run) -> None:
-    result = run("features", "settings", "set", "nope", "--set", "rate_limits.cost_per_day=1")
+    result = set_settings(run, "nope", "--set", "rate_limits.cost_per_day=1")
     assert result.exit_code == 3
     assert run("features", "settings", "get", "nope").exit_code == 3
 
 
 def test_history_rollback_and_diff(run: Run, tmp_path: Path) -> None:
     create(run, "photo-tagging")
-    run(
-        "features", "settings", "set", "photo-tagging", "--set", "rate_limits.requests_per_minute=5"
-    )
-    run(
-        "features", "settings", "set", "photo-tagging", "--set", "rate_limits.requests_per_minute=7"
-    )
+    set_settings(run, "photo-tagging", "--set", "rate_limits.requests_per_minute=5")
+    set_settings(run, "photo-tagging", "--set", "rate_limits.requests_per_minute=7")
 
     history = run("features", "settings", "history", "photo-tagging").stdout.splitlines()
     assert [line.split("\t")[0] for line in history] == ["3", "2", "1"]
@@ -436,16 +400,8 @@ def test_a_file_and_set_together(run: Run, tmp_path: Path) -> None:
     create(run, "photo-tagging")
     path = tmp_path / "s.yaml"
     path.write_text("rate_limits:\n  requests_per_minute: 600\n")
-    result = run(
-        "features",
-        "settings",
-        "set",
-        "photo-tagging",
-        str(path),
-        "--set",
-        "rate_limits.tokens_per_minute=1000",
-        "-o",
-        "json",
+    result = set_settings(
+        run, "photo-tagging", str(path), "--set", "rate_limits.tokens_per_minute=1000", "-o", "json"
     )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["settings"]["rate_limits"] == {

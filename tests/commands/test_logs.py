@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from tests.commands.conftest import invoke
-from tests.conftest import LiveService, Servers
+from tests.conftest import LiveService, Servers, wait_until
 from tests.logs_support import (
     CliProcess,
     Gatekeeper,
@@ -29,15 +29,11 @@ from tests.logs_support import (
     entry,
     module_service,
     new_org,
+    service_fixture,
     stamp,
-    wait_until,
 )
 
-
-@pytest.fixture(scope="module")
-def service(servers: Servers) -> Iterator[LiveService]:
-    with module_service(servers) as live:
-        yield live
+service = service_fixture()
 
 
 @pytest.fixture
@@ -285,17 +281,8 @@ def test_tail_f_shows_a_gap_when_retention_dropped_what_it_would_follow(org: Org
     assert tail.stdout[1].startswith("--- gap: entries committed before 2026-01-02")
 
 
-@pytest.fixture(scope="module")
-def no_websocket(servers: Servers) -> Iterator[LiveService]:
-    with module_service(servers, lambda app: Gatekeeper(app, websocket_status=403)) as live:
-        yield live
-
-
-@pytest.fixture(scope="module")
-def no_push(servers: Servers) -> Iterator[LiveService]:
-    gate = {"websocket_status": 404, "sse_status": 404}
-    with module_service(servers, lambda app: Gatekeeper(app, **gate)) as live:
-        yield live
+no_websocket = service_fixture(websocket_status=403)
+no_push = service_fixture(websocket_status=404, sse_status=404)
 
 
 @pytest.mark.parametrize(("where", "fallbacks"), [("no_websocket", 1), ("no_push", 2)])
@@ -363,10 +350,7 @@ def test_export_format_follows_the_out_suffix(org: Org, tmp_path: Path) -> None:
     assert out.read_text().startswith("id,timestamp,level,message")
 
 
-@pytest.fixture(scope="module")
-def cutting(servers: Servers) -> Iterator[LiveService]:
-    with module_service(servers, lambda app: Gatekeeper(app, cut_exports=True)) as live:
-        yield live
+cutting = service_fixture(cut_exports=True)
 
 
 def test_an_export_cut_short_exits_4_and_leaves_no_file(

@@ -27,8 +27,8 @@ import psycopg
 import pytest
 
 from minerva_ai.client import Client
-from tests.logs_support import CliProcess, entry, wait_until
-from tests.service.test_supervisor import ServerProcess, run_cli
+from tests.conftest import ServerProcess, run_cli, wait_until
+from tests.logs_support import CliProcess, entry
 
 LONG = 120.0
 HELD_FOR = 3.0  # how long the commit lock is held: the scenario, not a synchronisation

@@ -10,20 +10,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
 from minerva_ai.commands.main import cli
 from minerva_ai.service import admin, db, embedded
 from minerva_ai.service.home import HomeLock, owner_pid
-from tests.conftest import Servers, with_database
-from tests.service.test_supervisor import (
+from tests.conftest import (
     ServerProcess,
+    Servers,
     embedded_processes,
     run_cli,
-    server_processes,
-    traversable_home,
+    scratch_database,
 )
 
 TOKEN = r"mnv_[A-Za-z0-9_-]{20,}"
@@ -40,28 +38,10 @@ def with_database_url(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str
 
 
 @pytest.fixture
-def home(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    with traversable_home(monkeypatch) as directory:
-        yield directory
-
-
-@pytest.fixture
-def start_server(tmp_path: Path, home: Path) -> Iterator[Callable[..., ServerProcess]]:
-    with server_processes(tmp_path) as start:
-        yield start
-
-
-@pytest.fixture
 def empty_database(servers: Servers) -> Iterator[str]:
     """A database with no schema at all, as a new production server has."""
-    name = f"minerva_empty_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(servers.database_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield with_database(servers.database_url, name)
-    finally:
-        with psycopg.connect(servers.database_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(servers, "minerva_empty", migrated=False) as url:
+        yield url
 
 
 def test_org_create_prints_only_the_new_admin_token(with_database_url: str) -> None:

@@ -19,14 +19,17 @@ from typing import Any
 
 import httpx
 import orjson
-import psycopg
 import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
-from minerva_ai.service import admin
-from minerva_ai.service.app import create_app
-from tests.conftest import LiveService, Servers, ThreadedServer, service_config, with_database
+from tests.conftest import (
+    LiveService,
+    Servers,
+    ThreadedServer,
+    running_service,
+    scratch_database,
+)
 
 # Building an SSL context costs ~30 ms per client; loopback http needs none, so share one.
 _SSL = ssl.create_default_context()
@@ -93,25 +96,11 @@ def new_org(service: LiveService) -> Org:
 @pytest.fixture(scope="session")
 def shared_service(servers: Servers) -> Iterator[LiveService]:
     """One service on a database of its own, shared by every test that only needs an org."""
-    name = f"minerva_shared_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(servers.database_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{servers.template}"')
-    database_url = with_database(servers.database_url, name)
-    try:
-        config = service_config(database_url, servers.redis_url)
-        issued = admin.create_organization(database_url, "acme")
-        with ThreadedServer(create_app(config)) as url:
-            yield LiveService(
-                url,
-                database_url,
-                servers.redis_url,
-                str(issued.organization_id),
-                issued.token,
-                config,
-            )
-    finally:
-        with psycopg.connect(servers.database_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with (
+        scratch_database(servers, "minerva_shared") as database_url,
+        running_service(database_url, servers.redis_url) as live,
+    ):
+        yield live
 
 
 @pytest.fixture
@@ -164,6 +153,35 @@ async def expect(ws: ClientConnection, kind: str, timeout: float = WAIT) -> dict
 
 
 # Logs: entries, ingest, and the ways of following them (WebSocket, SSE, polling).
+
+# The fields of a log entry (docs/api/README.md), in the order of the CSV export's columns.
+LOG_ENTRY_FIELDS = (
+    "id",
+    "timestamp",
+    "level",
+    "message",
+    "source",
+    "feature",
+    "request_id",
+    "model",
+    "latency_ms",
+    "tokens_in",
+    "tokens_out",
+    "cost",
+    "status",
+    "attributes",
+    "cursor",
+    "committed_at",
+)
+
+
+@pytest.fixture
+def http(org: Org) -> Iterator[httpx.Client]:
+    """The admin of a fresh organization, with features "tagger" and "summary"."""
+    with org.client() as client:
+        create_feature(client, "tagger")
+        create_feature(client, "summary")
+        yield client
 
 
 def stamp(moment: datetime | None = None, **ago: float) -> str:

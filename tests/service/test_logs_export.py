@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +15,7 @@ import psycopg
 import pytest
 
 from tests.service.conftest import (
+    LOG_ENTRY_FIELDS,
     Org,
     all_logs,
     create_feature,
@@ -25,35 +25,10 @@ from tests.service.conftest import (
     stamp,
 )
 
-HEADER = [
-    "id",
-    "timestamp",
-    "level",
-    "message",
-    "source",
-    "feature",
-    "request_id",
-    "model",
-    "latency_ms",
-    "tokens_in",
-    "tokens_out",
-    "cost",
-    "status",
-    "attributes",
-    "cursor",
-    "committed_at",
-]
+HEADER = list(LOG_ENTRY_FIELDS)
 TEXT_COLUMNS = ("id", "message", "source", "feature", "request_id", "model")
 FORMULA = ("=", "+", "-", "@", "\t", "\r")
 WHOLE_SECOND = datetime.now(UTC).replace(microsecond=0)
-
-
-@pytest.fixture
-def http(org: Org) -> Iterator[httpx.Client]:
-    with org.client() as client:
-        create_feature(client, "tagger")
-        create_feature(client, "summary")
-        yield client
 
 
 def export(http: httpx.Client, fmt: str, **params: Any) -> httpx.Response:

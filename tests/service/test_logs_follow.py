@@ -57,14 +57,6 @@ def sse_client(service: LiveService, token: str) -> httpx.AsyncClient:
     )
 
 
-@pytest.fixture
-def http(org: Org) -> Iterator[httpx.Client]:
-    with org.client() as client:
-        create_feature(client, "tagger")
-        create_feature(client, "summary")
-        yield client
-
-
 def numbered(feature: str, start: int, count: int, **fields: Any) -> list[dict[str, Any]]:
     return [log_entry(feature, f"n={n}", **fields) for n in range(start, start + count)]
 

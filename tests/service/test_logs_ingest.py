@@ -16,6 +16,7 @@ import pytest
 from minerva_ai.service.app import create_app
 from tests.conftest import Servers, service_config
 from tests.service.conftest import (
+    LOG_ENTRY_FIELDS,
     Org,
     all_logs,
     assert_error,
@@ -27,33 +28,6 @@ from tests.service.conftest import (
 )
 
 PLUS_TWO = timezone(timedelta(hours=2))
-ENTRY_FIELDS = {
-    "id",
-    "timestamp",
-    "level",
-    "message",
-    "source",
-    "feature",
-    "request_id",
-    "model",
-    "latency_ms",
-    "tokens_in",
-    "tokens_out",
-    "cost",
-    "status",
-    "attributes",
-    "committed_at",
-    "cursor",
-}
-
-
-@pytest.fixture
-def http(org: Org) -> Iterator[httpx.Client]:
-    """The admin of a fresh organization, with features "tagger" and "summary"."""
-    with org.client() as client:
-        create_feature(client, "tagger")
-        create_feature(client, "summary")
-        yield client
 
 
 def stored_ids(http: httpx.Client) -> list[str]:
@@ -83,7 +57,7 @@ def test_a_json_array_is_stored_with_every_field(http: httpx.Client) -> None:
     assert newest_first["count"] == 2 and newest_first["next_cursor"] is None
     second, first = newest_first["data"]
     assert result["cursor"] == second["cursor"]
-    assert set(first) == set(second) == ENTRY_FIELDS
+    assert set(first) == set(second) == set(LOG_ENTRY_FIELDS)
     local = datetime.fromisoformat(full["timestamp"])
     assert first == {
         **{k: v for k, v in full.items() if k != "timestamp"},

@@ -7,20 +7,15 @@ has one owner, nothing embedded is left running after a stop.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psycopg
@@ -36,21 +31,14 @@ from minerva_ai.service.home import (
     owner_pid,
     server_info,
 )
+from tests.conftest import (
+    ServerProcess,
+    embedded_processes,
+    run_cli,
+    wait_until,
+)
 
-CLI = str(Path(sys.executable).with_name("minerva-ai"))
 API = "/api/platform/ai-management"
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``condition`` until it is truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def alive(pid: int) -> bool:
@@ -61,122 +49,12 @@ def alive(pid: int) -> bool:
         return False
 
 
-def embedded_processes(home: Path) -> list[int]:
-    """Every PostgreSQL and Redis process working in ``home``."""
-    return embedded.leftovers(home / "postgres", "postgres") + embedded.leftovers(
-        home / "redis", "redis-server"
-    )
-
-
 def postmaster_pid(home: Path) -> int:
     return int((home / "postgres" / "postmaster.pid").read_text().split()[0])
 
 
 def redis_pid(home: Path) -> int:
     return int((home / "redis" / "redis.pid").read_text())
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CLI, *args], capture_output=True, text=True, env=env, timeout=90, check=False
-    )
-
-
-class ServerProcess:
-    """`minerva-ai server start` in a subprocess, its stderr kept in a file."""
-
-    def __init__(self, log: Path, args: tuple[str, ...], env: dict[str, str] | None) -> None:
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [CLI, "server", "start", "--port", "0", *args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        self.url = ""
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_serving(self, timeout: float = 90) -> str:
-        """Wait until /api/health answers 200; return the base URL."""
-
-        def healthy() -> str | None:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited {self.process.returncode}:\n{self.output()}")
-            found = re.search(r"serving on (http://\S+)", self.output())
-            if not found:
-                return None
-            try:
-                response = httpx.get(found[1] + "/api/health", timeout=5)
-            except httpx.TransportError:
-                return None
-            return found[1] if response.status_code == 200 else None
-
-        self.url = wait_until(healthy, timeout, "the server to answer /api/health")
-        return self.url
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.process.wait(timeout)
-
-
-@contextlib.contextmanager
-def server_processes(logs: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """Start servers (logs in ``logs``); whatever is still running at the end is stopped."""
-    started: list[ServerProcess] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
-        server = ServerProcess(logs / f"server-{len(started)}.log", args, env)
-        started.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            if server.process.poll() is None:
-                server.process.send_signal(signal.SIGTERM)
-                try:
-                    server.process.wait(60)
-                except subprocess.TimeoutExpired:
-                    server.process.kill()
-                    server.process.wait()
-
-
-@contextlib.contextmanager
-def traversable_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh MINERVA_HOME in the system temp dir, not pytest's.
-
-    Run as root, the embedded PostgreSQL runs as another user that must traverse the
-    home's parents, and every pytest session starting meanwhile resets pytest's temp
-    root to 0700.
-    """
-    directory = Path(tempfile.mkdtemp(prefix="minerva-test-home-")).resolve()
-    monkeypatch.setenv("MINERVA_HOME", str(directory))
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def home(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    with traversable_home(monkeypatch) as directory:
-        yield directory
-
-
-@pytest.fixture
-def start_server(tmp_path: Path, home: Path) -> Iterator[Callable[..., ServerProcess]]:
-    with server_processes(tmp_path) as start:
-        yield start
 
 
 def features(url: str, token: str) -> httpx.Response:
