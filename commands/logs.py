@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 import click
 
 from minerva_ai.errors import PartlyRejected
+from minerva_ai.output import counted
 
 from .options import HelpGroup, Progress, State, output_options, parsed_by, pass_state
 
@@ -131,7 +132,7 @@ def _sigterm_as_exit() -> Iterator[None]:
 def _summary_text(summary: IngestSummary) -> str:
     return (
         f"stored {summary.stored:,}, duplicates {summary.duplicates:,}, "
-        f"rejected {len(summary.rejected):,} (of {summary.entries:,} entries)"
+        f"rejected {len(summary.rejected):,} (of {counted(summary.entries, 'entry', 'entries')})"
     )
 
 
@@ -184,7 +185,9 @@ def logs_ingest(state: State, file: BinaryIO) -> None:
         _report_ingest(state, summary, progress)
     if summary.rejected:
         raise PartlyRejected(
-            f"{len(summary.rejected):,} of {summary.entries:,} entries were rejected"
+            f"{len(summary.rejected):,} of {counted(summary.entries, 'entry', 'entries')} "
+            + ("was" if summary.entries == 1 else "were")
+            + " rejected"
         )
 
 
@@ -427,7 +430,9 @@ def logs_export(
     progress = Progress(state)
 
     def tick(entries: int, written: int) -> None:
-        progress.update(f"exported {entries:,} entries ({written / 1e6:,.1f} MB)")
+        progress.update(
+            f"exported {counted(entries, 'entry', 'entries')} ({written / 1e6:,.1f} MB)"
+        )
 
     chunks = state.client().logs.export(fmt, filters, csv_raw=csv_raw)
     with _sigterm_as_exit():
@@ -439,4 +444,6 @@ def logs_export(
             count = write_export(sys.stdout.buffer, chunks, fmt, tick)
             sys.stdout.buffer.flush()
     progress.clear()
-    state.info(f"exported {count:,} entries" + (f" to {out}" if out is not None else ""))
+    state.info(
+        f"exported {counted(count, 'entry', 'entries')}" + (f" to {out}" if out is not None else "")
+    )

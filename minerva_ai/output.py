@@ -39,6 +39,11 @@ class Column:
     render: Callable[[Any], str] | None = None
 
 
+def counted(count: int, singular: str, plural: str) -> str:
+    """``1 entry``, ``2 entries``, ``1,000 entries``."""
+    return f"{count:,} {singular if count == 1 else plural}"
+
+
 def color_enabled(
     stream: TextIO, *, no_color: bool = False, env: Mapping[str, str] | None = None
 ) -> bool:

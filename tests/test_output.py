@@ -15,6 +15,7 @@ from minerva_ai.commands.options import FORMATS as CLI_FORMATS
 from minerva_ai.output import (
     FORMATS,
     Column,
+    counted,
     Output,
     color_enabled,
     format_time,
@@ -212,3 +213,9 @@ def test_format_time() -> None:
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="xml"):
         Output.create("xml", io.StringIO())
+
+
+def test_counts_read_as_english() -> None:
+    assert counted(1, "entry", "entries") == "1 entry"
+    assert counted(0, "entry", "entries") == "0 entries"
+    assert counted(1200, "entry", "entries") == "1,200 entries"

@@ -340,7 +340,7 @@ def test_export_to_stdout_neutralises_formulas_unless_csv_raw(org: Org) -> None:
 
     assert [r["message"] for r in csv.DictReader(io.StringIO(safe.stdout))] == ['\'=HYPERLINK("x")']
     assert [r["message"] for r in csv.DictReader(io.StringIO(raw.stdout))] == ['=HYPERLINK("x")']
-    assert "exported 1 entries" in safe.stderr
+    assert "exported 1 entry" in safe.stderr
 
 
 def test_export_format_follows_the_out_suffix(org: Org, tmp_path: Path) -> None:
