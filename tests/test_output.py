@@ -15,9 +15,9 @@ from minerva_ai.commands.options import FORMATS as CLI_FORMATS
 from minerva_ai.output import (
     FORMATS,
     Column,
-    counted,
     Output,
     color_enabled,
+    counted,
     format_time,
     neutralize_formula,
 )
