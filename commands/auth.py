@@ -158,7 +158,9 @@ def auth_token_create(state: State, scopes: tuple[str, ...], name: str | None) -
 def auth_token_list(state: State, limit: int | None) -> None:
     """List the organization's tokens (secrets are never shown)."""
     tokens = state.client().tokens
-    render_list(state, lambda n: tokens.list(limit=n), TOKEN_COLUMNS, state.limit(limit))
+    render_list(
+        state, lambda n: tokens.list(limit=n), TOKEN_COLUMNS, state.limit(limit), empty="no tokens"
+    )
 
 
 @auth_token.command(name="revoke")

@@ -86,6 +86,9 @@ def features_list(state: State, status: str | None, search: str | None, limit: i
         lambda n: client.features.list(status=status, search=search, limit=n),
         FEATURE_COLUMNS,
         state.limit(limit),
+        empty="no feature matches"
+        if status or search
+        else "no features yet: create one with `minerva-ai features create NAME`",
     )
 
 

@@ -114,13 +114,17 @@ def render_list(
     fetch: Callable[[int | None], Sequence[dict[str, Any]]],
     columns: Sequence[Column],
     limit: int,
+    empty: str = "",
 ) -> None:
-    """Fetch one more than ``limit`` to know whether to say that the list was cut."""
+    """Fetch one more than ``limit`` to know whether to say that the list was cut; with no
+    items, say ``empty`` on stderr under a table (the header alone reads as a glitch)."""
     items = list(fetch(limit + 1 if limit else None))
     if limit and len(items) > limit:
         items = items[:limit]
         state.info(f"showing the first {limit}; use --limit 0 for all")
     state.output().items(items, columns)
+    if not items and empty and state.output_format == "table":
+        state.info(empty)
 
 
 def parsed_by(target: str, *, keep: bool = False) -> Callable[..., Any]:

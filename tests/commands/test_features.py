@@ -102,6 +102,18 @@ def test_list_limit_cuts_and_says_so(run: Run) -> None:
     assert run("features", "list", "--limit", "-1").exit_code == 2
 
 
+def test_an_empty_list_says_so_under_a_table_only(run: Run) -> None:
+    empty = run("features", "list")
+    assert empty.exit_code == 0 and empty.stdout == ""
+    assert "no features yet: create one with `minerva-ai features create NAME`" in empty.stderr
+    create(run, "a-one")
+    unmatched = run("features", "list", "--search", "zzz")
+    assert unmatched.stdout == "" and "no feature matches" in unmatched.stderr
+    as_json = run("features", "list", "--search", "zzz", "-o", "json")
+    assert as_json.stdout.strip() == "[]" and as_json.stderr == ""
+    assert run("-q", "features", "list", "--search", "zzz").stderr == ""
+
+
 @pytest.mark.parametrize(
     ("command", "status"),
     [("disable", "inactive"), ("maintenance", "maintenance"), ("enable", "active")],
