@@ -10,18 +10,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from minerva_ai import __version__
-from minerva_ai.service import errors
+from minerva_ai.service import apidoc, errors
 from minerva_ai.service.bus import Bus
 from minerva_ai.service.config import ServiceConfig
 from minerva_ai.service.db import Row
-from minerva_ai.service.deps import AppState
+from minerva_ai.service.deps import AppState, nul_free
 from minerva_ai.service.log_follow import FollowHub
 from minerva_ai.service.logs import maintain
 from minerva_ai.service.responses import JSONResponse, error_body
@@ -167,8 +167,12 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         summary="Management plane for AI features in production",
         lifespan=lifespan,
         default_response_class=JSONResponse,
+        dependencies=[Depends(nul_free)],
+        # operationId = the handler's name (`features_list`): what generated clients call it
+        generate_unique_id_function=lambda route: route.name,
     )
     errors.install(app)
+    apidoc.install(app, API_PREFIX)
     app.include_router(health.router)
     for module in (features, settings, logs, tokens, websocket):
         app.include_router(module.router, prefix=API_PREFIX)

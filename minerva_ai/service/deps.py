@@ -10,11 +10,12 @@ from uuid import UUID
 from fastapi import Depends, Request
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
+from starlette.requests import HTTPConnection
 
 from minerva_ai.service.bus import Bus
 from minerva_ai.service.config import ServiceConfig
 from minerva_ai.service.db import Row, queries
-from minerva_ai.service.errors import ApiError
+from minerva_ai.service.errors import ApiError, refuse_nul
 from minerva_ai.service.log_follow import FollowHub
 from minerva_ai.service.logs import Partitions
 from minerva_ai.service.tokens import grants, hash_token
@@ -57,6 +58,14 @@ async def app_state(request: Request) -> AppState:
 
 
 StateDep = Annotated[AppState, Depends(app_state)]
+
+
+async def nul_free(connection: HTTPConnection) -> None:
+    """No path or query parameter holds a NUL character (400 naming it): every route's."""
+    for name, value in connection.path_params.items():
+        refuse_nul(value, f"path parameter {name}")
+    for name, value in connection.query_params.multi_items():
+        refuse_nul(value, f"query parameter {name}")
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -9,6 +9,7 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from minerva_ai.service.responses import JSONResponse, error_body
 
@@ -48,6 +49,17 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def refuse_nul(value: str | None, field: str) -> None:
+    """400 when ``value`` holds a NUL character, which PostgreSQL cannot store or compare."""
+    if value is not None and "\x00" in value:
+        raise ApiError(
+            400,
+            f"{field} contains a NUL character",
+            "bad_request",
+            [{"field": field, "message": "contains a NUL character"}],
+        )
+
+
 def not_found(what: str) -> ApiError:
     return ApiError(404, f"{what} not found")
 
@@ -65,14 +77,32 @@ def _location(loc: tuple[Any, ...]) -> str:
     return prefix + ".".join(rest)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path: Starlette's 405 names only the first
+    route's, and a path such as /features has one route per method."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return _respond(exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
         return _respond(ApiError(exc.status_code, str(exc.detail), headers=headers))
 
     @app.exception_handler(RequestValidationError)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.responses import Response
+from starlette import responses
 
 _OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC | orjson.OPT_NON_STR_KEYS
 
@@ -14,8 +14,8 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=_OPTIONS)
 
 
-class JSONResponse(Response):
-    media_type = "application/json"
+class JSONResponse(responses.JSONResponse):
+    """Starlette's, encoded by orjson (FastAPI documents a JSONResponse's model)."""
 
     def render(self, content: Any) -> bytes:
         return dumps(content)

@@ -310,6 +310,7 @@ def test_a_version_reads_as_it_was(api: httpx.Client, tagger: Any) -> None:
     assert first["settings"] == empty_settings()
     assert_error(api.get("/features/tagger/settings/versions/9"), 404, "not_found")
     assert_error(api.get("/features/tagger/settings/versions/two"), 400, "bad_request")
+    assert_error(api.get("/features/tagger/settings/versions/0"), 400, "bad_request")
 
 
 def test_rollback_creates_a_new_version_equal_to_the_old(api: httpx.Client, tagger: Any) -> None:
@@ -341,12 +342,15 @@ def test_rollback_to_version_1_empties_the_settings(api: httpx.Client, tagger: A
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
-        ({"version": 9}, 404, "not_found"),
+        ({"version": 9}, 422, "validation_failed"),
         ({}, 422, "validation_failed"),
         ({"version": "1"}, 422, "validation_failed"),
         ({"version": 0}, 422, "validation_failed"),
         ({"version": 1, "base_version": 1}, 409, "version_conflict"),
         ({"version": 1, "base_version": "2"}, 422, "validation_failed"),
+        ({"version": 1, "base_version": 0}, 422, "validation_failed"),
+        ({"version": 1, "to": 2}, 422, "validation_failed"),  # unknown field
+        ({"version": 2**31}, 422, "validation_failed"),
     ],
 )
 def test_a_refused_rollback_writes_nothing(
@@ -357,6 +361,17 @@ def test_a_refused_rollback_writes_nothing(
     assert_error(api.post("/features/tagger/settings/rollback", json=body), status, code)
     assert history(api) == before
     assert current(api)["version"] == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"version": 1, "base_version": None}, {"version": 1.0, "base_version": 2.0}],
+    ids=["null base_version is no base", "integral numbers are integers"],
+)
+def test_a_rollback_takes_its_documented_body(api: httpx.Client, tagger: Any, body: Any) -> None:
+    written(put_settings(api, "tagger", 1, {"prompts": PROMPTS}))
+    rolled = written(api.post("/features/tagger/settings/rollback", json=body))
+    assert (rolled["version"], rolled["settings"]) == (3, empty_settings())
 
 
 @pytest.mark.parametrize(

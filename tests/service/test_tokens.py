@@ -81,8 +81,8 @@ def test_defaults_and_duplicate_scopes(api: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"scopes": ["superuser"]}, "scopes"),
-        ({"scopes": ["read", "root"]}, "scopes"),
+        ({"scopes": ["superuser"]}, "scopes.0"),
+        ({"scopes": ["read", "root"]}, "scopes.1"),
         ({"scopes": []}, "scopes"),
         ({"scopes": "read"}, "scopes"),
         ({"name": ""}, "name"),

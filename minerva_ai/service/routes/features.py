@@ -2,51 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
-from uuid import UUID
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from minerva_ai.service import store
+from minerva_ai.service.apidoc import answers
 from minerva_ai.service.deps import Reader, StateDep, Writer
 from minerva_ai.service.responses import JSONResponse, ok, page
+from minerva_ai.service.schemas import (
+    Envelope,
+    Feature,
+    FeatureCreate,
+    FeatureDeleted,
+    FeatureStatus,
+    FeatureUpdate,
+    PageOf,
+)
 
 router = APIRouter(tags=["features"])
-
-Status = Literal["active", "inactive", "maintenance"]
-
-
-def _not_an_id(name: str) -> str:
-    # A feature is addressed by id or by name: a name that parses as an id would be ambiguous.
-    try:
-        UUID(name)
-    except ValueError:
-        return name
-    raise ValueError("a name must not have the form of a feature id (a UUID)")
-
-
-Slug = Annotated[
-    str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$"), AfterValidator(_not_an_id)
-]
 Limit = Annotated[int, Query(ge=1, le=1000, description="items per page")]
-
-
-class FeatureCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: Slug = Field(description="lowercase slug, unique in the organization")
-    display_name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
-    description: Annotated[str, StringConstraints(max_length=4000)] = ""
-    status: Status = "active"
-
-
-class FeatureUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    display_name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
-    description: Annotated[str, StringConstraints(max_length=4000)] | None = None
-    status: Status | None = None
 
 
 def view(row: dict[str, Any], include_metrics: bool = False) -> dict[str, Any]:
@@ -55,11 +30,11 @@ def view(row: dict[str, Any], include_metrics: bool = False) -> dict[str, Any]:
     return {**row, "metrics": None}  # no metrics capability yet: never invented
 
 
-@router.get("/features")
+@router.get("/features", response_model=PageOf[Feature], responses=answers(400, 401, 403, 503))
 async def features_list(
     state: StateDep,
     principal: Reader,
-    status: Status | None = None,
+    status: FeatureStatus | None = None,
     search: Annotated[str | None, Query(max_length=200)] = None,
     include_metrics: bool = False,
     organization_id: Annotated[str | None, Query(description="must be the token's")] = None,
@@ -78,7 +53,12 @@ async def features_list(
     return page([view(r, include_metrics) for r in rows], next_cursor)
 
 
-@router.post("/features", status_code=201)
+@router.post(
+    "/features",
+    status_code=201,
+    response_model=Envelope[Feature],
+    responses=answers(400, 401, 403, 409, 413, 422, 503),
+)
 async def features_create(state: StateDep, principal: Writer, body: FeatureCreate) -> JSONResponse:
     fields = body.model_dump()
     fields["display_name"] = fields["display_name"] or body.name
@@ -87,7 +67,11 @@ async def features_create(state: StateDep, principal: Writer, body: FeatureCreat
     return ok(view(row), 201)
 
 
-@router.get("/features/{feature}")
+@router.get(
+    "/features/{feature}",
+    response_model=Envelope[Feature],
+    responses=answers(400, 401, 403, 404, 503),
+)
 async def features_show(
     state: StateDep, principal: Reader, feature: str, include_metrics: bool = False
 ) -> JSONResponse:
@@ -96,7 +80,11 @@ async def features_show(
     return ok(view(row, include_metrics))
 
 
-@router.patch("/features/{feature}")
+@router.patch(
+    "/features/{feature}",
+    response_model=Envelope[Feature],
+    responses=answers(400, 401, 403, 404, 413, 422, 503),
+)
 async def features_update(
     state: StateDep, principal: Writer, feature: str, body: FeatureUpdate
 ) -> JSONResponse:
@@ -107,7 +95,11 @@ async def features_update(
     return ok(view(row))
 
 
-@router.delete("/features/{feature}")
+@router.delete(
+    "/features/{feature}",
+    response_model=Envelope[FeatureDeleted],
+    responses=answers(400, 401, 403, 404, 503),
+)
 async def features_delete(state: StateDep, principal: Writer, feature: str) -> JSONResponse:
     async with state.pool.connection() as conn:
         row = await store.delete_feature(conn, principal.organization_id, feature)

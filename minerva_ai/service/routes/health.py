@@ -9,11 +9,16 @@ from fastapi import APIRouter
 from minerva_ai import __version__
 from minerva_ai.service.deps import StateDep
 from minerva_ai.service.responses import JSONResponse
+from minerva_ai.service.schemas import Health
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/api/health")
+@router.get(
+    "/api/health",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "PostgreSQL is unreachable."}},
+)
 async def health(state: StateDep) -> JSONResponse:
     """503 only when PostgreSQL is unreachable; Redis down is 200 with `redis: degraded`."""
     try:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -15,17 +15,43 @@ from starlette.responses import StreamingResponse
 from minerva_ai import loglevels, logregex
 from minerva_ai.errors import UsageError
 from minerva_ai.service import logs, store
+from minerva_ai.service.apidoc import REF, answers, request_body
 from minerva_ai.service.deps import AppState, Principal, Reader, StateDep, scope
-from minerva_ai.service.errors import ApiError
+from minerva_ai.service.errors import ApiError, refuse_nul
 from minerva_ai.service.log_follow import Overflow
 from minerva_ai.service.responses import JSONResponse, dumps, ok
+from minerva_ai.service.schemas import Envelope, IngestResult, LogEntryIn, LogPage
 
 router = APIRouter(tags=["logs"])
 
 Ingester = Annotated[Principal, scope("ingest")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="entries per page")]
 NDJSON = "application/x-ndjson"
+# Documented, not enforced by FastAPI: the handlers' own messages say more.
+LogCursor = Annotated[
+    str | None,
+    Query(
+        description="a log cursor (an entry's `cursor`)",
+        json_schema_extra={"pattern": "^[0-9]{1,18}$"},
+    ),
+]
+Time = Annotated[
+    str | None,
+    Query(description="ISO 8601 with an offset", json_schema_extra={"format": "date-time"}),
+]
 EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": NDJSON, "json": "application/json"}
+_ENTRY = {"$ref": REF.format(model="LogEntry")}
+EXPORT_CONTENT = {
+    "application/json": {"schema": {"type": "array", "items": _ENTRY}},
+    NDJSON: {"schema": {"type": "string", "description": "one LogEntry object per line"}},
+    "text/csv": {
+        "schema": {
+            "type": "string",
+            "description": "a header line, then one entry per line; cells that a spreadsheet "
+            "would run as a formula start with ' unless csv_raw=true",
+        }
+    },
+}
 
 
 def parse_cursor(value: str | None, name: str) -> int | None:
@@ -44,11 +70,15 @@ def parse_cursor(value: str | None, name: str) -> int | None:
 def _parse_time(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
+    moment: datetime | None = None
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is not None:
+            # In UTC: PostgreSQL refuses offsets past 15:59 that Python reads (+22:51).
+            moment = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        pass
+    if moment is None:
         raise ApiError(
             400,
             f"{name} {value!r} must be an ISO 8601 time with an offset",
@@ -73,13 +103,7 @@ async def log_filter(
     """Turn query parameters (shared by every read path) into a LogFilter; 400 when bad."""
     given = {"feature": feature, "source": source, "q": q, "request_id": request_id}
     for name, value in given.items():
-        if value is not None and "\x00" in value:
-            raise ApiError(
-                400,
-                f"{name} contains a NUL character",
-                "bad_request",
-                [{"field": f"query parameter {name}", "message": "contains a NUL character"}],
-            )
+        refuse_nul(value, f"query parameter {name}")
     feature_id: uuid.UUID | None = None
     if feature is not None:
         async with state.pool.connection() as conn:
@@ -113,8 +137,8 @@ async def query_filter(
     feature: str | None = None,
     level: str | None = None,
     source: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
+    since: Time = None,
+    until: Time = None,
     q: Annotated[str | None, Query(description="regex (docs/api/README.md#regex)")] = None,
     request_id: str | None = None,
 ) -> logs.LogFilter:
@@ -135,7 +159,16 @@ async def query_filter(
 QueryFilter = Annotated[logs.LogFilter, Depends(query_filter)]
 
 
-@router.post("/logs")
+@router.post(
+    "/logs",
+    response_model=Envelope[IngestResult],
+    responses=answers(400, 401, 403, 413, 422, 503),
+    openapi_extra=request_body(
+        "LogBatch",
+        list[LogEntryIn] | LogEntryIn,
+        media_types={"application/json": None, NDJSON: "one LogEntryIn object per line"},
+    ),
+)
 async def logs_ingest(request: Request, state: StateDep, principal: Ingester) -> JSONResponse:
     """Store a JSON array (or NDJSON) of entries; bad ones are reported by position."""
     body = await request.body()
@@ -166,14 +199,14 @@ async def logs_ingest(request: Request, state: StateDep, principal: Ingester) ->
     return ok(result.as_dict())
 
 
-@router.get("/logs")
+@router.get("/logs", response_model=LogPage, responses=answers(400, 401, 403, 404, 503))
 async def logs_list(
     state: StateDep,
     principal: Reader,
     filters: QueryFilter,
     limit: Limit = 100,
-    cursor: Annotated[str | None, Query(description="page to older entries")] = None,
-    after: Annotated[str | None, Query(description="entries committed after it")] = None,
+    cursor: LogCursor = None,
+    after: LogCursor = None,
 ) -> JSONResponse:
     """Newest first (``cursor`` pages older); with ``after``, what committed since, oldest first."""
     after_seq = parse_cursor(after, "after")
@@ -237,7 +270,14 @@ class _JsonArray:
         return (b"" if self.started else b"[") + b"\n]\n"
 
 
-@router.get("/logs/export")
+@router.get(
+    "/logs/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {"description": "Every matching entry, oldest first.", "content": EXPORT_CONTENT},
+        **answers(400, 401, 403, 404, 503),
+    },
+)
 async def logs_export(
     state: StateDep,
     principal: Reader,
@@ -279,7 +319,19 @@ def sse_event(kind: str, data: Any, event_id: str | None = None) -> bytes:
     return f"{head}event: {kind}\ndata: ".encode() + dumps(data) + b"\n\n"
 
 
-@router.get("/logs/stream")
+@router.get(
+    "/logs/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-sent events, until the client leaves: `log` (its id is the "
+            "entry's cursor, its data a LogEntry), `gap`, `overflow`; a comment line as "
+            "heartbeat. Resume with Last-Event-ID.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **answers(400, 401, 403, 404, 503),
+    },
+)
 async def logs_stream(
     request: Request,
     state: StateDep,
@@ -289,7 +341,7 @@ async def logs_stream(
     source: str | None = None,
     q: str | None = None,
     request_id: str | None = None,
-    after: Annotated[str | None, Query(description="resume after this cursor")] = None,
+    after: LogCursor = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Server-sent events: `log` (id = cursor), `gap`, `overflow`; resume with Last-Event-ID."""

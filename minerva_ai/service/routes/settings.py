@@ -6,18 +6,39 @@ import re
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from starlette.responses import Response
 
 from minerva_ai.service import store
+from minerva_ai.service.apidoc import answers, request_body
 from minerva_ai.service.deps import AppState, Principal, Reader, StateDep, Writer
 from minerva_ai.service.errors import ApiError
 from minerva_ai.service.feature_settings import validate_sections
 from minerva_ai.service.responses import JSONResponse, ok, page
+from minerva_ai.service.schemas import (
+    MAX_VERSION,
+    Envelope,
+    HistoryEntry,
+    PageOf,
+    Rollback,
+    SettingsVersion,
+    SettingsWrite,
+)
 
 router = APIRouter(tags=["settings"])
 
 _ETAG = re.compile(r'^(?:W/)?"?v?(\d+)"?$')
+ETAG_HEADER = {
+    "ETag": {
+        "description": 'The version, as `"v<version>"`: send it back in If-None-Match or If-Match.',
+        "schema": {"type": "string", "pattern": '^"v[0-9]+"$'},
+    }
+}
+
+
+def _with_etag(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The answers of an operation whose 200 is a settings version, with its ETag."""
+    return {200: {"headers": ETAG_HEADER}, **answers(*statuses)}
 
 
 def etag(version: int) -> str:
@@ -52,8 +73,37 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
+def _refuse_unknown(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ApiError(
+            422,
+            f"unknown field {', '.join(unknown)}",
+            details=[
+                {"field": name, "message": f"unknown field (allowed: {', '.join(allowed)})"}
+                for name in unknown
+            ],
+        )
+
+
+def _positive(body: dict[str, Any], name: str, what: str = "") -> int | None:
+    """``body[name]`` as a version number; None when absent or null; 422 otherwise."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 3.0 is an integer in JSON Schema
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_VERSION:
+        raise ApiError(
+            422,
+            f"{name}{what} must be a positive integer (at most {MAX_VERSION})",
+            details=[{"field": name, "message": f"must be an integer from 1 to {MAX_VERSION}"}],
+        )
+    return value
+
+
 def _base_version(body: dict[str, Any], if_match: str | None) -> int:
-    version = body.get("version")
+    version = _positive(body, "version")
     if version is None and if_match is not None:
         return _version_from_etag(if_match)
     if version is None:
@@ -62,12 +112,6 @@ def _base_version(body: dict[str, Any], if_match: str | None) -> int:
             "say which version your change is based on: `version` in the body "
             'or an If-Match: "v<version>" header',
             "precondition_required",
-        )
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ApiError(
-            422,
-            "version must be a positive integer",
-            details=[{"field": "version", "message": "must be a positive integer"}],
         )
     return version
 
@@ -98,7 +142,15 @@ async def _write(
     return ok(view, headers={"ETag": etag(row["version"])})
 
 
-@router.get("/features/{feature}/settings")
+@router.get(
+    "/features/{feature}/settings",
+    response_model=Envelope[SettingsVersion],
+    responses={
+        200: {"headers": ETAG_HEADER},
+        304: {"description": "Not modified: If-None-Match names the current version."},
+        **answers(400, 401, 403, 404, 503),
+    },
+)
 async def settings_get(
     state: StateDep,
     principal: Reader,
@@ -113,7 +165,12 @@ async def settings_get(
     return ok(store.settings_view(settings), headers={"ETag": etag(settings["version"])})
 
 
-@router.put("/features/{feature}/settings")
+@router.put(
+    "/features/{feature}/settings",
+    response_model=Envelope[SettingsVersion],
+    responses=_with_etag(400, 401, 403, 404, 409, 413, 422, 428, 503),
+    openapi_extra=request_body("SettingsWrite", SettingsWrite),
+)
 async def settings_put(
     request: Request,
     state: StateDep,
@@ -128,16 +185,7 @@ async def settings_put(
     `dry_run=true` validates and answers the version that would be written, with `diff`.
     """
     body = await _json_body(request)
-    unknown = sorted(set(body) - {"version", "settings"})
-    if unknown:
-        raise ApiError(
-            422,
-            f"unknown field {', '.join(unknown)}",
-            details=[
-                {"field": name, "message": "unknown field (allowed: version, settings)"}
-                for name in unknown
-            ],
-        )
+    _refuse_unknown(body, ("version", "settings"))
     base = _base_version(body, if_match)
     sections, problems = validate_sections(body.get("settings", {}))
     if problems:
@@ -146,7 +194,11 @@ async def settings_put(
     return await _write(state, principal, feature, base, sections, dry_run=dry_run)
 
 
-@router.get("/features/{feature}/settings/history")
+@router.get(
+    "/features/{feature}/settings/history",
+    response_model=PageOf[HistoryEntry],
+    responses=answers(400, 401, 403, 404, 503),
+)
 async def settings_history(
     state: StateDep,
     principal: Reader,
@@ -160,9 +212,16 @@ async def settings_history(
     return page(items, next_cursor)
 
 
-@router.get("/features/{feature}/settings/versions/{version}")
+@router.get(
+    "/features/{feature}/settings/versions/{version}",
+    response_model=Envelope[SettingsVersion],
+    responses=_with_etag(400, 401, 403, 404, 503),
+)
 async def settings_version(
-    state: StateDep, principal: Reader, feature: str, version: int
+    state: StateDep,
+    principal: Reader,
+    feature: str,
+    version: Annotated[int, Path(ge=1, le=MAX_VERSION)],
 ) -> JSONResponse:
     async with state.pool.connection() as conn:
         row = await store.get_feature(conn, principal.organization_id, feature)
@@ -170,27 +229,35 @@ async def settings_version(
     return ok(store.settings_view(settings), headers={"ETag": etag(settings["version"])})
 
 
-@router.post("/features/{feature}/settings/rollback")
+@router.post(
+    "/features/{feature}/settings/rollback",
+    response_model=Envelope[SettingsVersion],
+    responses=_with_etag(400, 401, 403, 404, 409, 413, 422, 503),
+    openapi_extra=request_body("Rollback", Rollback),
+)
 async def settings_rollback(
     request: Request, state: StateDep, principal: Writer, feature: str
 ) -> JSONResponse:
     """Create a new version equal to an old one (history is never rewritten)."""
     body = await _json_body(request)
-    target = body.get("version")
-    if not isinstance(target, int) or isinstance(target, bool) or target < 1:
+    _refuse_unknown(body, ("version", "base_version"))
+    target = _positive(body, "version", " (the one to roll back to)")
+    if target is None:
         raise ApiError(
             422,
-            "version (the one to roll back to) must be a positive integer",
-            details=[{"field": "version", "message": "must be a positive integer"}],
+            "version (the one to roll back to) is required",
+            details=[{"field": "version", "message": "required"}],
         )
+    base = _positive(body, "base_version")
     async with state.pool.connection() as conn:
         row = await store.get_feature(conn, principal.organization_id, feature)
+        if target > row["settings_version"]:
+            # The feature exists (a 404 would say it does not): the body names no version.
+            raise ApiError(
+                422,
+                f"version {target} does not exist: the latest is {row['settings_version']}",
+                details=[{"field": "version", "message": "no such version"}],
+            )
         old = await store.get_settings(conn, row["id"], target)
-    base = body.get("base_version", row["settings_version"])
-    if not isinstance(base, int) or isinstance(base, bool):
-        raise ApiError(
-            422,
-            "base_version must be an integer",
-            details=[{"field": "base_version", "message": "must be an integer"}],
-        )
+    base = base or row["settings_version"]
     return await _write(state, principal, feature, base, old["settings"], rollback_of=target)

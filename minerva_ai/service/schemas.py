@@ -1,0 +1,302 @@
+"""The shape of every resource the API sends and receives, defined once.
+
+FastAPI describes requests and responses with these models (docs/api/openapi.yaml);
+handlers still encode their answers with orjson (three times faster than FastAPI's
+encoder), and the schemathesis run in the test suite proves the two agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from minerva_ai.service.feature_settings import Models, Monitoring, Name, Prompt, RateLimits
+
+FeatureStatus = Literal["active", "inactive", "maintenance"]
+Scope = Literal["read", "ingest", "write", "admin"]
+Level = Literal["debug", "info", "warn", "error", "critical"]
+CallStatus = Literal["success", "error", "timeout"]
+T = TypeVar("T")
+MAX_VERSION = 2**31 - 1  # settings versions are PostgreSQL integers
+
+
+NUL_FREE = "^[^\\x00]*$"
+
+
+def _nul_free(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains a NUL character, which PostgreSQL cannot store")
+    return value
+
+
+# Text a request stores: anything but NUL.
+Text = Annotated[str, AfterValidator(_nul_free), Field(json_schema_extra={"pattern": NUL_FREE})]
+
+
+class Shape(BaseModel):
+    # What the service sends has exactly these fields: a client may rely on no others.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Problem(Shape):
+    field: str = Field(description="where: a body field by dotted path, or `query parameter x`")
+    message: str
+
+
+class ErrorObject(Shape):
+    code: str = Field(description="stable, machine-readable: `not_found`, `conflict`, ...")
+    message: str = Field(description="for people: what was wrong and where")
+    details: list[Problem] | list[dict[str, Any]] | dict[str, Any] | None = Field(
+        description="the problems field by field, or facts about the error; null when none"
+    )
+
+
+class ErrorResponse(Shape):
+    """Every answer other than success."""
+
+    success: Literal[False]
+    error: ErrorObject
+
+
+class Envelope(Shape, Generic[T]):
+    success: Literal[True]
+    data: T
+
+
+class PageOf(Shape, Generic[T]):
+    success: Literal[True]
+    data: list[T]
+    count: int = Field(ge=0, description="items in this response")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: no more")
+
+
+class Feature(Shape):
+    id: UUID
+    name: str
+    display_name: str
+    description: str
+    status: FeatureStatus
+    settings_version: int = Field(ge=1)
+    created_at: datetime
+    updated_at: datetime
+    metrics: None = Field(
+        default=None, description="with include_metrics=true: the feature's metrics (null: none)"
+    )
+
+
+def _not_an_id(name: str) -> str:
+    # A feature is addressed by id or by name: a name that parses as an id would be ambiguous.
+    try:
+        UUID(name)
+    except ValueError:
+        return name
+    raise ValueError("a name must not have the form of a feature id (a UUID)")
+
+
+Slug = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$"), AfterValidator(_not_an_id)
+]
+
+
+class FeatureCreate(Shape):
+    name: Slug = Field(description="lowercase slug, unique in the organization")
+    display_name: Annotated[Text, StringConstraints(min_length=1, max_length=200)] | None = None
+    description: Annotated[Text, StringConstraints(max_length=4000)] = ""
+    status: FeatureStatus = "active"
+
+
+class FeatureUpdate(Shape):
+    display_name: Annotated[Text, StringConstraints(min_length=1, max_length=200)] | None = None
+    description: Annotated[Text, StringConstraints(max_length=4000)] | None = None
+    status: FeatureStatus | None = None
+
+
+class FeatureDeleted(Shape):
+    id: UUID
+    name: str
+    deleted: Literal[True]
+
+
+class SettingsDocument(Shape):
+    """A whole settings document: every section present."""
+
+    models: Models
+    prompts: dict[Name, Prompt]
+    rate_limits: RateLimits
+    monitoring: Monitoring
+
+
+class SettingsSections(Shape):
+    """The sections a change replaces; the sections it leaves out are kept."""
+
+    models: Models | None = None
+    prompts: dict[Name, Prompt] | None = None
+    rate_limits: RateLimits | None = None
+    monitoring: Monitoring | None = None
+
+
+class Author(Shape):
+    token_id: UUID | None = Field(
+        description="null: written by the server itself (demo, bootstrap)"
+    )
+    token_name: str | None
+
+
+class Change(Shape):
+    op: Literal["add", "remove", "change"]
+    path: str = Field(description="dotted path of the setting: `rate_limits.requests_per_minute`")
+    old: Any = None
+    new: Any = None
+
+
+class SettingsVersion(Shape):
+    feature_id: UUID
+    version: int = Field(ge=1)
+    settings: SettingsDocument
+    created_at: datetime
+    author: Author
+    diff: list[Change] | None = Field(default=None, description="with dry_run=true only")
+    dry_run: Literal[True] | None = Field(default=None, description="with dry_run=true only")
+
+
+class HistoryEntry(Shape):
+    version: int = Field(ge=1)
+    created_at: datetime
+    author: Author
+    diff: list[Change] = Field(description="what this version changed from the one before")
+    rollback_of: int | None = Field(description="the version this one restored, if a rollback")
+
+
+class SettingsWrite(Shape):
+    """`PUT .../settings`: the change, and the version it is based on."""
+
+    version: int = Field(
+        ge=1,
+        le=MAX_VERSION,
+        description="the version the change is based on; a newer current version is a 409. "
+        'Alternatively, send it as `If-Match: "v<version>"` and leave it out here.',
+    )
+    settings: SettingsSections = Field(default_factory=SettingsSections)
+
+
+class Rollback(Shape):
+    """`POST .../settings/rollback`: a new version equal to an old one."""
+
+    version: int = Field(ge=1, le=MAX_VERSION, description="the version to restore")
+    base_version: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_VERSION,
+        description="refuse (409) unless this is still the current version",
+    )
+
+
+class Token(Shape):
+    id: UUID
+    name: str
+    scopes: list[Scope]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class IssuedToken(Token):
+    token: str = Field(description="the secret: shown once, stored only as a hash")
+
+
+class TokenCreate(Shape):
+    name: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
+    scopes: list[Scope] = Field(default=["read"], min_length=1)
+
+
+class TokenRevoked(Shape):
+    id: UUID
+    revoked: Literal[True]
+    revoked_at: datetime
+
+
+class Organization(Shape):
+    id: UUID
+    name: str
+
+
+class Whoami(Shape):
+    organization: Organization
+    token: Token
+
+
+class LogEntryIn(BaseModel):
+    """One entry as an application reports it (unknown fields are refused, per entry)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timestamp: datetime = Field(description="ISO 8601 with an offset; at most 5 min ahead")
+    feature: str = Field(max_length=256, description="the feature's name or id")
+    level: str = Field(max_length=32, description="debug|info|warn|error|critical, or an alias")
+    message: str = Field(max_length=64 * 1024)
+    id: str | None = Field(
+        default=None, max_length=256, description="the client's id: a retry is not stored twice"
+    )
+    source: str | None = Field(default=None, max_length=256)
+    request_id: str | None = Field(default=None, max_length=256)
+    model: str | None = Field(default=None, max_length=256)
+    latency_ms: float | None = Field(default=None, ge=0)
+    tokens_in: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    tokens_out: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    cost: float | None = Field(default=None, ge=0)
+    status: CallStatus | None = None
+    attributes: dict[str, Any] | None = Field(default=None, description="at most 16 KiB as JSON")
+
+
+class LogEntry(Shape):
+    cursor: str = Field(description="its place in commit order; resume after it with `after`")
+    id: str
+    timestamp: datetime
+    level: Level
+    message: str
+    source: str
+    feature: str | None
+    request_id: str | None
+    model: str | None
+    latency_ms: float | None
+    tokens_in: int | None
+    tokens_out: int | None
+    cost: float | None
+    status: CallStatus | None
+    attributes: dict[str, Any] | None
+    committed_at: datetime
+
+
+class Rejection(Shape):
+    index: int = Field(ge=0, description="the entry's position in the batch")
+    line: int | None = Field(default=None, ge=1, description="NDJSON: the line number")
+    field: str | None = Field(description="the field at fault, when one is")
+    error: str
+
+
+class IngestResult(Shape):
+    stored: int = Field(ge=0)
+    duplicates: int = Field(ge=0, description="entries stored before (same id and timestamp)")
+    rejected: list[Rejection]
+    cursor: str | None = Field(description="the cursor of the last entry stored")
+
+
+class Gap(Shape):
+    reason: Literal["expired"]
+    before: str = Field(description="entries before this cursor were dropped by retention")
+
+
+class LogPage(PageOf[LogEntry]):
+    gap: Gap | None = Field(
+        default=None, description="with `after`: entries were lost to retention"
+    )
+
+
+class Health(Shape):
+    status: Literal["ok", "degraded", "down"]
+    version: str
+    postgres: Literal["ok", "down"]
+    redis: Literal["ok", "degraded"]
