@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from minerva_ai.client import websocket_message
+from minerva_ai.client.http import websocket_message
 from minerva_ai.loadtest.http import Connection, ConnectionFailed, Target
 from minerva_ai.loadtest.scenario import (
     HttpStep,

@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
-from minerva_ai.errors import ConfigError, UsageError
-from minerva_ai.timeparse import parse_duration
+from minerva_ai.core.errors import ConfigError, UsageError
+from minerva_ai.core.timeparse import parse_duration
 
 API = "/api/platform/ai-management"
 BUILTINS = ("now", "uuid", "user", "iteration")

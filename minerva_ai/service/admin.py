@@ -12,7 +12,7 @@ from uuid import UUID
 
 import psycopg
 
-from minerva_ai.errors import ConfigError, UsageError
+from minerva_ai.core.errors import ConfigError, UsageError
 from minerva_ai.service import db
 from minerva_ai.service.db import SchemaError
 from minerva_ai.service.tokens import IssuedToken, hash_token, invalid_scopes, token_insert

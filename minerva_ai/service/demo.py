@@ -10,7 +10,7 @@ from uuid import UUID
 import psycopg
 import yaml
 
-from minerva_ai.errors import ConfigError
+from minerva_ai.core.errors import ConfigError
 from minerva_ai.service import store
 from minerva_ai.service.deps import Principal
 from minerva_ai.service.errors import ApiError

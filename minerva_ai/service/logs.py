@@ -19,7 +19,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
-from minerva_ai import loglevels, logregex
+from minerva_ai.core import loglevels, logregex
 from minerva_ai.service.db import Row, queries
 from minerva_ai.service.errors import ApiError
 

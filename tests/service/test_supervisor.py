@@ -21,8 +21,8 @@ import httpx
 import psycopg
 import pytest
 
-from minerva_ai import config as cli_config
-from minerva_ai.errors import ConfigError, UsageError
+from minerva_ai.core import profiles as profile_store
+from minerva_ai.core.errors import ConfigError, UsageError
 from minerva_ai.service import admin, embedded, supervisor
 from minerva_ai.service.home import (
     HomeInUseError,
@@ -63,8 +63,8 @@ def features(url: str, token: str) -> httpx.Response:
     )
 
 
-def local_profile() -> cli_config.Profile:
-    return cli_config.load_config().profiles["local"]
+def local_profile() -> profile_store.Profile:
+    return profile_store.load_config().profiles["local"]
 
 
 # ---------------------------------------------------------------- helpers of the supervisor
@@ -134,7 +134,7 @@ def test_the_profile_of_another_home_is_never_overwritten(home: Path, database_u
 
     name, _, current = supervisor.write_local_profile(database_url, home, "http://127.0.0.1:2")
     assert name.startswith("local-") and not current
-    profiles = cli_config.load_config().profiles
+    profiles = profile_store.load_config().profiles
     assert profiles["local"].url == "http://127.0.0.1:1"
     assert profiles["local"].home == str(other)
     assert profiles[name].home == str(home)
@@ -155,7 +155,7 @@ def test_restarting_on_another_port_updates_the_url_and_keeps_a_valid_token(
 
 def test_a_token_that_is_no_longer_valid_is_replaced(home: Path, database_url: str) -> None:
     admin.bootstrap(database_url)
-    cli_config.save_profile("local", url="http://127.0.0.1:1", token="mnv_gone", home=str(home))
+    profile_store.save_profile("local", url="http://127.0.0.1:1", token="mnv_gone", home=str(home))
     supervisor.write_local_profile(database_url, home, "http://127.0.0.1:1")
     token = local_profile().token
     assert token and token != "mnv_gone"

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import StreamingResponse
 
-from minerva_ai import loglevels, logregex
-from minerva_ai.errors import UsageError
+from minerva_ai.core import loglevels, logregex
+from minerva_ai.core.errors import UsageError
 from minerva_ai.service import logs, store
 from minerva_ai.service.deps import AppState, Principal, Reader, StateDep, scope
 from minerva_ai.service.errors import ApiError

@@ -10,8 +10,8 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
-from minerva_ai.client import JSON, Backoff, websocket_message
-from minerva_ai.errors import (
+from minerva_ai.client.http import JSON, Backoff, websocket_message
+from minerva_ai.core.errors import (
     AuthError,
     NotFoundError,
     ServiceError,
@@ -19,7 +19,7 @@ from minerva_ai.errors import (
 )
 
 if TYPE_CHECKING:
-    from minerva_ai.client import AsyncClient
+    from minerva_ai.client.http import AsyncClient
 
 _CLOSED_UNAUTHENTICATED = 4401
 _CLOSED_POLICY = 1008

@@ -1,4 +1,4 @@
-"""``minerva_ai.realtime.follow_logs``: every entry once, in commit order, on every transport.
+"""``follow_logs``: every entry once, in commit order, on every transport.
 
 Live services throughout: a gatekeeper app in front of the real service plays the proxy
 that refuses WebSockets or SSE; restarts are real uvicorn servers stopped and started
@@ -18,8 +18,8 @@ import psycopg
 import pytest
 
 from minerva_ai.client import AsyncClient
-from minerva_ai.errors import NotFoundError, ServiceError
-from minerva_ai.realtime import BEGINNING, Notice, follow_logs, head_cursor
+from minerva_ai.client.realtime import BEGINNING, Notice, follow_logs, head_cursor
+from minerva_ai.core.errors import NotFoundError, ServiceError
 from minerva_ai.service import admin
 from minerva_ai.service.app import create_app
 from tests.conftest import WAIT, LiveService, Servers, ThreadedServer, service_config

@@ -1,6 +1,7 @@
-"""Differences between two settings documents: computed, and rendered one change per line.
+"""Differences between two settings documents, as a list of changes.
 
-Standard library only, so the service (history diffs) and the CLI share one definition.
+Standard library only, so the service (history diffs) and the CLI share one definition;
+the CLI renders them (``minerva_ai.cli.diff``).
 """
 
 from __future__ import annotations
@@ -11,9 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-_GREEN, _RED, _YELLOW, _RESET = "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[0m"
-_SIGNS = {"add": ("+", _GREEN), "remove": ("-", _RED), "change": ("~", _YELLOW)}
 
 
 def _key_path(prefix: str, key: str) -> str:
@@ -70,33 +68,3 @@ def diff_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[s
     changes: list[dict[str, Any]] = []
     _walk(old, new, "", changes)
     return changes
-
-
-def format_value(value: Any) -> str:
-    """A value as compact JSON, the way a diff line shows it."""
-    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
-
-
-def render_diff(changes: Sequence[Mapping[str, Any]], *, color: bool = False) -> str:
-    """One line per change: ``+ path: new``, ``- path: old``, ``~ path: old -> new``."""
-    lines = []
-    for change in changes:
-        sign, ansi = _SIGNS[change["op"]]
-        if change["op"] == "add":
-            body = format_value(change["new"])
-        elif change["op"] == "remove":
-            body = format_value(change["old"])
-        else:
-            body = f"{format_value(change['old'])} -> {format_value(change['new'])}"
-        line = f"{sign} {change['path']}: {body}"
-        lines.append(f"{ansi}{line}{_RESET}" if color else line)
-    return "\n".join(lines)
-
-
-def summarize_diff(changes: Sequence[Mapping[str, Any]], *, limit: int = 3) -> str:
-    """A short summary for a table cell: ``~rate_limits.requests_per_minute +prompts.x (+2)``."""
-    if not changes:
-        return "no changes"
-    signs = [f"{_SIGNS[c['op']][0]}{c['path']}" for c in changes[:limit]]
-    more = f" (+{len(changes) - limit})" if len(changes) > limit else ""
-    return " ".join(signs) + more

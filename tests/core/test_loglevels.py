@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from minerva_ai import loglevels
-from minerva_ai.errors import UsageError
+from minerva_ai.core import loglevels
+from minerva_ai.core.errors import UsageError
 
 
 def test_the_levels_in_order_of_severity() -> None:

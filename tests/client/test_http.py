@@ -18,8 +18,9 @@ import httpx
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from minerva_ai.client import API_PREFIX, AsyncClient, Client
-from minerva_ai.errors import (
+from minerva_ai.client import AsyncClient, Client
+from minerva_ai.client.http import API_PREFIX
+from minerva_ai.core.errors import (
     AuthError,
     ConflictError,
     NotFoundError,

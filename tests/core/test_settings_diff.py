@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from minerva_ai.settings_diff import diff_settings, render_diff, summarize_diff
+from minerva_ai.core.settings_diff import diff_settings
 
 OLD = {
     "models": {
@@ -56,13 +56,3 @@ def test_no_difference_is_an_empty_list_and_types_count() -> None:
 def test_keys_that_are_not_plain_words_are_quoted() -> None:
     changes = diff_settings({"prompts": {}}, {"prompts": {"a.b": 1}})
     assert changes[0]["path"] == 'prompts["a.b"]'
-
-
-def test_render_and_summarize() -> None:
-    changes = diff_settings({"r": {"a": 1, "b": 2}}, {"r": {"a": 3, "c": "x"}})
-    assert render_diff(changes) == '~ r.a: 1 -> 3\n- r.b: 2\n+ r.c: "x"'
-    coloured = render_diff(changes, color=True)
-    assert coloured.splitlines()[0] == "\x1b[33m~ r.a: 1 -> 3\x1b[0m"
-    assert summarize_diff(changes) == "~r.a -r.b +r.c"
-    assert summarize_diff(changes, limit=1) == "~r.a (+2)"
-    assert summarize_diff([]) == "no changes"

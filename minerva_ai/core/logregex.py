@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from minerva_ai.errors import UsageError
+from minerva_ai.core.errors import UsageError
 
 _SAME_ESCAPES = set("dDwWsStnr")
 _MAX_LENGTH = 1000

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from minerva_ai.errors import ServiceError
+from minerva_ai.core.errors import ServiceError
 
 Tick = Callable[[int, int], None]  # (entries so far, bytes so far)
 TICK_EVERY = 1000

@@ -17,9 +17,9 @@ import httpx
 import psycopg
 import pytest
 
+from minerva_ai.cli.logexport import AtomicFile, write_export
 from minerva_ai.client import Client
-from minerva_ai.errors import AuthError, NotFoundError, UnreachableError, UsageError
-from minerva_ai.logexport import AtomicFile, write_export
+from minerva_ai.core.errors import AuthError, NotFoundError, UnreachableError, UsageError
 from tests.conftest import LiveService
 from tests.logs_support import Org, entry, new_org, service_fixture
 

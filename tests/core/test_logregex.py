@@ -5,7 +5,7 @@ import re
 import psycopg
 import pytest
 
-from minerva_ai import logregex
+from minerva_ai.core import logregex
 
 
 @pytest.mark.parametrize(

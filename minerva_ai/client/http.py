@@ -1,6 +1,6 @@
-"""The shared client of the minerva-ai service: ``Client`` (blocking) and ``AsyncClient``.
+"""The HTTP client of the minerva-ai service: ``Client`` (blocking) and ``AsyncClient``.
 
-Both build requests, retry and map the service's error envelope onto ``minerva_ai.errors``
+Both build requests, retry and map the service's error envelope onto ``minerva_ai.core.errors``
 in the same shared code; only the waiting differs. Pass ``transport=`` to inject an httpx
 transport (``httpx.MockTransport`` in tests).
 """
@@ -20,16 +20,7 @@ import httpx
 import orjson
 
 from minerva_ai import __version__
-from minerva_ai.config import normalize_url
-from minerva_ai.errors import (
-    AuthError,
-    ConflictError,
-    NotFoundError,
-    ServiceError,
-    UnreachableError,
-    ValidationError,
-)
-from minerva_ai.resources import (
+from minerva_ai.client.resources import (
     AsyncFeatures,
     AsyncLogs,
     AsyncSettings,
@@ -42,6 +33,15 @@ from minerva_ai.resources import (
     segment,
     settings_path,
 )
+from minerva_ai.core.errors import (
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    ServiceError,
+    UnreachableError,
+    ValidationError,
+)
+from minerva_ai.core.urls import normalize_url
 
 API_PREFIX = "/api/platform/ai-management"
 MAX_PAGE = 1000
@@ -555,6 +555,6 @@ class AsyncClient(_BaseClient):
         socket was down are delivered, never lost or repeated. Also refreshes the cache
         behind ``get_settings``.
         """
-        from minerva_ai.settings_watch import watch_settings
+        from minerva_ai.client.settings_watch import watch_settings
 
         return watch_settings(self, feature, reconnect=reconnect)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from minerva_ai.errors import ConfigError
-from minerva_ai.settings_edit import apply_assignments, load_settings_file, parse_assignment
+from minerva_ai.cli.settings_edit import apply_assignments, load_settings_file, parse_assignment
+from minerva_ai.core.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,10 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from minerva_ai.errors import UnreachableError, UsageError, ValidationError
+from minerva_ai.core.errors import UnreachableError, UsageError, ValidationError
 
 if TYPE_CHECKING:
-    from minerva_ai.client import AsyncClient, Client
+    from minerva_ai.client.http import AsyncClient, Client
 
 JSON = dict[str, Any]
 

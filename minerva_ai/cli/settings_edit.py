@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from minerva_ai.errors import ConfigError, ConflictError
-from minerva_ai.settings_diff import diff_settings
+from minerva_ai.core.errors import ConfigError, ConflictError
+from minerva_ai.core.settings_diff import diff_settings
 
 if TYPE_CHECKING:
     from minerva_ai.client import Client

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from minerva_ai.commands.options import FORMATS as CLI_FORMATS
-from minerva_ai.output import (
+from minerva_ai.cli.output import (
     FORMATS,
     Column,
     Output,
@@ -21,6 +20,7 @@ from minerva_ai.output import (
     format_time,
     neutralize_formula,
 )
+from minerva_ai.commands.options import FORMATS as CLI_FORMATS
 
 ITEMS = [
     {

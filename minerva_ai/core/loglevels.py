@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from minerva_ai.errors import UsageError
+from minerva_ai.core.errors import UsageError
 
 LEVELS = ("debug", "info", "warn", "error", "critical")
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import Any, Literal, TextIO, cast
 
-from minerva_ai.output import color_enabled, is_tty, parse_timestamp, style
+from minerva_ai.cli.output import color_enabled, is_tty, parse_timestamp, style
 
 LogFormat = Literal["text", "json", "jsonl"]
 LOG_FORMATS = ("text", "json", "jsonl")

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from minerva_ai.errors import ConfigError
-from minerva_ai.timeparse import parse_duration, parse_size, parse_time
+from minerva_ai.core.errors import ConfigError
+from minerva_ai.core.timeparse import parse_duration, parse_size, parse_time
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 

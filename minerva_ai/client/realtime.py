@@ -21,18 +21,18 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import httpx
 import orjson
 
-from minerva_ai.client import Backoff, websocket_message
-from minerva_ai.errors import (
+from minerva_ai.client.http import Backoff, websocket_message
+from minerva_ai.client.resources import Call, log_params
+from minerva_ai.core.errors import (
     AuthError,
     NotFoundError,
     ServiceError,
     UnreachableError,
     ValidationError,
 )
-from minerva_ai.resources import Call, log_params
 
 if TYPE_CHECKING:
-    from minerva_ai.client import AsyncClient
+    from minerva_ai.client.http import AsyncClient
 
 JSON = dict[str, Any]
 Transport = Literal["ws", "sse", "poll"]
