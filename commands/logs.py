@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import click
 
+from minerva_ai.cli.logview import LOG_FORMATS
 from minerva_ai.cli.output import counted
 from minerva_ai.core.errors import PartlyRejected
+from minerva_ai.core.protocol import EXPORT_FORMATS, TRANSPORTS
 
 from .options import HelpGroup, Progress, State, output_options, parsed_by, pass_state
 
@@ -26,9 +28,6 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-TRANSPORTS = ("auto", "ws", "sse", "poll")  # as minerva_ai.client.realtime.TRANSPORTS
-TAIL_FORMATS = ("text", "json", "jsonl")
-EXPORT_FORMATS = ("json", "jsonl", "csv")
 DEFAULT_LINES = 100
 REJECTED_SHOWN = 50
 
@@ -231,7 +230,7 @@ def _history_limit(lines: int | None, since: datetime | None) -> int:
     "-o",
     "--format",
     "fmt",
-    type=click.Choice(TAIL_FORMATS),
+    type=click.Choice(LOG_FORMATS),
     default=None,
     help="text (one line per entry, the default, piped or not), json or jsonl.",
 )

@@ -1,7 +1,7 @@
 """The Python client of the minerva-ai service: ``from minerva_ai.client import Client``.
 
 ``Client`` and ``AsyncClient`` live in ``minerva_ai.client.http`` and are loaded on first
-use: importing another module of the package does not load httpx by itself.
+use, so that the load test can use ``minerva_ai.client.websocket`` without httpx.
 """
 
 from __future__ import annotations

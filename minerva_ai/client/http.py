@@ -20,6 +20,7 @@ import httpx
 import orjson
 
 from minerva_ai import __version__
+from minerva_ai.client.backoff import Backoff
 from minerva_ai.client.resources import (
     AsyncFeatures,
     AsyncLogs,
@@ -33,31 +34,15 @@ from minerva_ai.client.resources import (
     segment,
     settings_path,
 )
-from minerva_ai.core.errors import (
-    AuthError,
-    ConflictError,
-    NotFoundError,
-    ServiceError,
-    UnreachableError,
-    ValidationError,
-)
+from minerva_ai.core.errors import ServiceError, UnreachableError, service_error
+from minerva_ai.core.protocol import API_PREFIX, HEALTH_PATH, WEBSOCKET_PATH
 from minerva_ai.core.urls import normalize_url
 
-API_PREFIX = "/api/platform/ai-management"
 MAX_PAGE = 1000
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 JSON = dict[str, Any]
 Log = Callable[[str], None]
-
-_ERROR_CLASSES: dict[int, type[ServiceError]] = {
-    400: ValidationError,
-    401: AuthError,
-    403: AuthError,
-    404: NotFoundError,
-    409: ConflictError,
-    422: ValidationError,
-}
 
 
 @dataclass(frozen=True)
@@ -68,37 +53,9 @@ class Page:
     next_cursor: str | None
 
 
-class Backoff:
-    """Delays between attempts, doubling, until ``retry_for`` seconds have passed."""
-
-    def __init__(self, retry_for: float, initial: float = 0.1, ceiling: float = 1.0) -> None:
-        self._deadline = time.monotonic() + retry_for
-        self._delay = initial
-        self._ceiling = ceiling
-
-    def next_delay(self, at_least: float = 0.0) -> float | None:
-        remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        delay = min(max(self._delay, at_least), remaining)
-        self._delay = min(self._delay * 2, self._ceiling)
-        return delay
-
-
 def api_path(path: str) -> str:
     """``/features`` -> ``/api/platform/ai-management/features``; ``/api/...`` is kept."""
     return path if path.startswith("/api/") else f"{API_PREFIX}/{path.lstrip('/')}"
-
-
-def websocket_message(raw: str | bytes) -> tuple[str, JSON]:
-    """A server WebSocket frame's ``(type, data)``; ``("", {})`` for anything else."""
-    try:
-        message = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return "", {}
-    if not isinstance(message, dict) or not isinstance(message.get("data", {}), dict):
-        return "", {}
-    return str(message.get("type", "")), message.get("data") or {}
 
 
 def _clean_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -138,8 +95,7 @@ def error_from_response(response: httpx.Response) -> ServiceError:
         details = error.get("details")
     else:
         code, message, details = f"http_{status}", f"HTTP {status} {response.reason_phrase}", None
-    cls = _ERROR_CLASSES.get(status, ServiceError)
-    return cls(status, code, message, details, str(response.request.url))
+    return service_error(status, code, message, details, str(response.request.url))
 
 
 def _etag(version: int) -> str:
@@ -270,7 +226,7 @@ class _BaseClient:
         scheme = "wss" if self.url.startswith("https://") else "ws"
         host_and_path = self.url.split("://", 1)[1]
         query = f"?featureId={segment(feature)}" if feature is not None else ""
-        return f"{scheme}://{host_and_path}{API_PREFIX}/websocket{query}"
+        return f"{scheme}://{host_and_path}{WEBSOCKET_PATH}{query}"
 
     def auth_headers(self) -> dict[str, str]:
         """The headers that authenticate a request (empty without a token)."""
@@ -403,7 +359,7 @@ class Client(_BaseClient):
     def health(self) -> JSON:
         """``GET /api/health``: the body, also when the service answers 503 (down)."""
         result: JSON = self._result(
-            self._send(Call("GET", "/api/health"), frozenset({503})), frozenset({503})
+            self._send(Call("GET", HEALTH_PATH), frozenset({503})), frozenset({503})
         )
         return result
 
@@ -539,7 +495,7 @@ class AsyncClient(_BaseClient):
     async def health(self) -> JSON:
         """``GET /api/health``: the body, also when the service answers 503 (down)."""
         accept = frozenset({503})
-        result: JSON = self._result(await self._send(Call("GET", "/api/health"), accept), accept)
+        result: JSON = self._result(await self._send(Call("GET", HEALTH_PATH), accept), accept)
         return result
 
     async def get_settings(self, feature: str) -> JSON:

@@ -16,41 +16,25 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 
 import httpx
 import orjson
 
-from minerva_ai.client.http import Backoff, websocket_message
+from minerva_ai.client import websocket
+from minerva_ai.client.backoff import Backoff
+from minerva_ai.client.http import AsyncClient
 from minerva_ai.client.resources import Call, log_params
-from minerva_ai.core.errors import (
-    AuthError,
-    NotFoundError,
-    ServiceError,
-    UnreachableError,
-    ValidationError,
-)
-
-if TYPE_CHECKING:
-    from minerva_ai.client.http import AsyncClient
+from minerva_ai.core.errors import ServiceError, UnreachableError
+from minerva_ai.core.protocol import CLOSE_RESTARTING, FOLLOW_FILTERS, TRANSPORTS
 
 JSON = dict[str, Any]
 Transport = Literal["ws", "sse", "poll"]
-TRANSPORTS = ("auto", "ws", "sse", "poll")
 TRANSPORT_NAMES = {"ws": "WebSocket", "sse": "SSE", "poll": "polling"}
 # The cursor before the first entry: where a follower of an empty log starts.
 BEGINNING = "0"
-FOLLOW_FILTERS = ("level", "source", "q", "request_id")
 POLL_LIMIT = 1000
 SSE_TIMEOUT = httpx.Timeout(10.0, read=90.0)  # the service sends a heartbeat every 15 s
-
-_CLOSED_UNAUTHENTICATED = 4401
-_CLOSED_POLICY = 1008
-_WS_ERRORS: dict[str, tuple[type[ServiceError], int]] = {
-    "unauthorized": (AuthError, 401),
-    "forbidden": (AuthError, 403),
-    "not_found": (NotFoundError, 404),
-}
 
 
 @dataclass(frozen=True)
@@ -217,30 +201,20 @@ class LogFollower:
     # ------------------------------------------------------------------ WebSocket
 
     async def _websocket(self) -> AsyncIterator[_Event]:
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+        from websockets.exceptions import ConnectionClosed
 
         url = self.client.websocket_url(self.feature)
         try:
-            socket = await connect(
-                url, additional_headers=self.client.auth_headers(), open_timeout=10
-            )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status >= 500:
-                raise _Lost(f"the WebSocket handshake got HTTP {status}") from None
-            raise _Refused(f"the WebSocket was refused (HTTP {status})") from None
-        except InvalidHandshake as exc:
-            if isinstance(exc.__cause__, EOFError | OSError):
-                raise _Lost(f"the WebSocket handshake broke off ({exc})") from None
-            raise _Refused(f"the WebSocket handshake failed ({exc})") from None
-        except (OSError, TimeoutError) as exc:
-            raise _Lost(str(exc) or type(exc).__name__) from None
+            socket = await websocket.connect(url, self.client.auth_headers())
+        except websocket.HandshakeLost as exc:
+            raise _Lost(exc.reason) from None
+        except websocket.HandshakeRefused as exc:
+            raise _Refused(exc.reason) from None
         async with socket:
             await socket.send(self._subscription())
             try:
                 async for raw in socket:
-                    kind, data = websocket_message(raw)
+                    kind, data = websocket.websocket_message(raw)
                     if kind == "subscribed":
                         yield _Event("connected", data)
                     elif kind == "log":
@@ -258,28 +232,25 @@ class LogFollower:
             except ConnectionClosed:
                 pass
         code = socket.close_code
-        if code == _CLOSED_UNAUTHENTICATED:
-            raise AuthError(401, "unauthorized", "the WebSocket was closed: not authenticated")
-        if code == _CLOSED_POLICY:
-            raise ServiceError(400, "policy", f"the WebSocket was closed: {socket.close_reason}")
+        closed = websocket.close_error(code, socket.close_reason, url)
+        if closed is not None:
+            raise closed
         reason = f"the WebSocket closed (code {code})" if code else "the WebSocket broke off"
-        raise _Lost(reason + (": the service is restarting" if code == 1012 else ""))
+        raise _Lost(reason + (": the service is restarting" if code == CLOSE_RESTARTING else ""))
 
     def _subscription(self) -> str:
-        data: JSON = {"channel": "logs", "after": self.last}
+        data: JSON = {"after": self.last}
         if self.feature is not None:
             data["feature"] = self.feature
         if self.filters:
             data["filters"] = self.filters
-        return orjson.dumps({"type": "subscribe", "data": data}).decode()
+        return websocket.subscription("logs", **data)
 
     def _ws_error(self, data: JSON, url: str) -> Exception:
-        code = str(data.get("code") or "error")
-        message = str(data.get("message") or code)
-        if code == "unknown_channel":
+        if data.get("code") == "unknown_channel":
+            message = data.get("message") or "unknown_channel"
             return _Refused(f"the WebSocket has no logs channel ({message})")
-        cls, status = _WS_ERRORS.get(code, (ValidationError, 400))
-        return cls(status, code, message, url=url)
+        return websocket.message_error(data, url)
 
     # ------------------------------------------------------------------ SSE
 

@@ -1,30 +1,28 @@
 """The typed resource methods of the client (``.features``, ``.settings``, ``.tokens``, ``.logs``).
 
 Each request is described once here as a ``Call``; the blocking and the async classes
-only differ in how they wait for it.
+only differ in how they wait for it. They send through any ``Sender``/``AsyncSender``
+(``Client``/``AsyncClient``), so this module does not depend on the client classes.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
 import orjson
 
 from minerva_ai.core.errors import UnreachableError, UsageError, ValidationError
-
-if TYPE_CHECKING:
-    from minerva_ai.client.http import AsyncClient, Client
+from minerva_ai.core.protocol import EXPORT_FORMATS, LOG_FILTERS
 
 JSON = dict[str, Any]
 
-LOG_FILTERS = ("feature", "level", "source", "since", "until", "q", "request_id")
-EXPORT_FORMATS = ("json", "jsonl", "csv")
 MAX_BATCH_BYTES = 8 * 1024 * 1024  # under the service's 10 MiB body limit
 # An export may think for a long time before its first byte (the service allows an hour).
 EXPORT_TIMEOUT = httpx.Timeout(30.0, read=600.0)
@@ -41,6 +39,41 @@ class Call:
     headers: Mapping[str, str] | None = None
     content: bytes | None = None  # a body already encoded (``json`` must then be None)
     idempotent: bool = False  # safe to resend after a lost answer, whatever the method
+
+
+class Sender(Protocol):
+    """What the blocking resources send through: ``Client``."""
+
+    @property
+    def url(self) -> str: ...
+
+    def data(self, call: Call) -> JSON: ...
+
+    def request(
+        self, method: str, path: str, *, params: Mapping[str, Any] | None = None
+    ) -> Any: ...
+
+    def paginate(
+        self, path: str, params: Mapping[str, Any] | None = None, limit: int | None = None
+    ) -> Iterator[JSON]: ...
+
+    def stream(
+        self, call: Call, *, timeout: httpx.Timeout | None = None
+    ) -> AbstractContextManager[httpx.Response]: ...
+
+
+class AsyncSender(Protocol):
+    """What the async resources send through: ``AsyncClient``."""
+
+    async def data(self, call: Call) -> JSON: ...
+
+    async def request(
+        self, method: str, path: str, *, params: Mapping[str, Any] | None = None
+    ) -> Any: ...
+
+    def paginate(
+        self, path: str, params: Mapping[str, Any] | None = None, limit: int | None = None
+    ) -> AsyncIterator[JSON]: ...
 
 
 def segment(value: str | int) -> str:
@@ -104,7 +137,7 @@ def _tokens_create(scopes: Sequence[str], name: str | None) -> Call:
 class Features:
     """``client.features``: the feature registry."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Sender) -> None:
         self._c = client
 
     def list(
@@ -150,7 +183,7 @@ class Features:
 class Settings:
     """``client.settings``: versioned settings (``Client.get_settings`` adds a cache)."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Sender) -> None:
         self._c = client
 
     def get(self, feature: str) -> JSON:
@@ -181,7 +214,7 @@ class Settings:
 class Tokens:
     """``client.tokens``: the organization's API tokens (admin scope)."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Sender) -> None:
         self._c = client
 
     def list(self, *, limit: int | None = None) -> list[JSON]:
@@ -198,7 +231,7 @@ class Tokens:
 class AsyncFeatures:
     """``client.features`` of ``AsyncClient``."""
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncSender) -> None:
         self._c = client
 
     async def list(
@@ -244,7 +277,7 @@ class AsyncFeatures:
 class AsyncSettings:
     """``client.settings`` of ``AsyncClient``."""
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncSender) -> None:
         self._c = client
 
     async def get(self, feature: str) -> JSON:
@@ -272,7 +305,7 @@ class AsyncSettings:
 class AsyncTokens:
     """``client.tokens`` of ``AsyncClient``."""
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncSender) -> None:
         self._c = client
 
     async def list(self, *, limit: int | None = None) -> list[JSON]:
@@ -412,7 +445,7 @@ def _merge(totals: JSON, batch: _Batch, answer: JSON | None) -> None:
 class Logs:
     """``client.logs``: ingest, list, read after a cursor, export."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Sender) -> None:
         self._c = client
 
     def ingest(
@@ -483,7 +516,7 @@ class Logs:
 class AsyncLogs:
     """``client.logs`` of ``AsyncClient``: what a follower needs."""
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncSender) -> None:
         self._c = client
 
     async def list(

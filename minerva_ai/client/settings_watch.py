@@ -4,57 +4,50 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-import orjson
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosedError, InvalidStatus
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
-from minerva_ai.client.http import JSON, Backoff, websocket_message
-from minerva_ai.core.errors import (
-    AuthError,
-    NotFoundError,
-    ServiceError,
-    UnreachableError,
-)
+from minerva_ai.client import websocket
+from minerva_ai.client.backoff import Backoff
+from minerva_ai.core.errors import UnreachableError, service_error
 
-if TYPE_CHECKING:
-    from minerva_ai.client.http import AsyncClient
-
-_CLOSED_UNAUTHENTICATED = 4401
-_CLOSED_POLICY = 1008
-_ERROR_STATUS = {"unauthorized": 401, "forbidden": 403, "not_found": 404}
+JSON = dict[str, Any]
 
 
-def _error(status: int, code: str, message: str, url: str) -> ServiceError:
-    if status in (401, 403):
-        return AuthError(status, code, message, url=url)
-    if status == 404:
-        return NotFoundError(status, code, message, url=url)
-    return ServiceError(status, code, message, url=url)
+class SettingsSource(Protocol):
+    """What a watch needs of its client (``AsyncClient``): the socket's address and
+    credentials, and the settings over HTTP with their cache."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def retry_for(self) -> float: ...
+
+    def websocket_url(self, feature: str | None = None) -> str: ...
+
+    def auth_headers(self) -> dict[str, str]: ...
+
+    async def get_settings(self, feature: str) -> JSON: ...
+
+    def remember_settings_update(self, keys: tuple[str, ...], update: JSON) -> None: ...
 
 
-async def _connect(client: AsyncClient, url: str) -> ClientConnection:
-    """Open the socket, retrying refused connections and 503s for ``client.retry_for``."""
-    backoff = Backoff(client.retry_for)
-    while True:
-        try:
-            return await connect(url, additional_headers=client.auth_headers(), open_timeout=10)
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status != 503:
-                raise _error(status, f"http_{status}", str(exc), url) from None
-            reason = str(exc)
-        except (OSError, TimeoutError) as exc:
-            reason = str(exc) or type(exc).__name__
-        delay = backoff.next_delay()
-        if delay is None:
-            raise UnreachableError(client.url, reason)
-        await asyncio.sleep(delay)
+async def _open(client: SettingsSource, url: str) -> ClientConnection:
+    """The socket, retried for ``client.retry_for``; a refusal becomes the service's error."""
+    try:
+        return await websocket.connect(url, client.auth_headers(), retry_for=client.retry_for)
+    except websocket.HandshakeRefused as exc:
+        status = exc.status or 400
+        raise service_error(status, f"http_{status}", exc.reason, url=url) from None
+    except websocket.HandshakeLost as exc:
+        raise UnreachableError(client.url, exc.reason) from None
 
 
 async def watch_settings(
-    client: AsyncClient, feature: str, *, reconnect: bool = True
+    client: SettingsSource, feature: str, *, reconnect: bool = True
 ) -> AsyncIterator[JSON]:
     """Yield each new settings version of ``feature`` (``settings_update`` data), in order.
 
@@ -62,19 +55,17 @@ async def watch_settings(
     published while the socket was down is yielded then; versions are never repeated.
     """
     url = client.websocket_url(feature)
-    subscribe = orjson.dumps(
-        {"type": "subscribe", "data": {"channel": "settings", "feature": feature}}
-    ).decode()
+    subscribe = websocket.subscription("settings", feature=feature)
     last_version: int | None = None
     keys: tuple[str, ...] = (feature,)
     pause = Backoff(float("inf"))
     while True:
-        socket = await _connect(client, url)
+        socket = await _open(client, url)
         async with socket:
             await socket.send(subscribe)
             try:
                 async for raw in socket:
-                    kind, data = websocket_message(raw)
+                    kind, data = websocket.websocket_message(raw)
                     if kind == "subscribed":
                         pause = Backoff(float("inf"))
                         keys = tuple(
@@ -96,19 +87,12 @@ async def watch_settings(
                         client.remember_settings_update(keys, data)
                         yield data
                     elif kind == "error":
-                        code = str(data.get("code", "error"))
-                        status = _ERROR_STATUS.get(code, 400)
-                        raise _error(status, code, str(data.get("message", code)), url)
-            except ConnectionClosedError:
+                        raise websocket.message_error(data, url)
+            except ConnectionClosed:
                 pass
-        if socket.close_code == _CLOSED_UNAUTHENTICATED:
-            raise AuthError(
-                401, "unauthorized", "the WebSocket was closed: not authenticated", url=url
-            )
-        if socket.close_code == _CLOSED_POLICY:
-            raise ServiceError(
-                400, "policy", f"the WebSocket was closed: {socket.close_reason}", url=url
-            )
+        closed = websocket.close_error(socket.close_code, socket.close_reason, url)
+        if closed is not None:
+            raise closed
         if not reconnect:
             return
         await asyncio.sleep(pause.next_delay() or 0.0)

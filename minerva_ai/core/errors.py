@@ -15,7 +15,8 @@
     └── GateError                 a gate could not be evaluated (exit 5)
 
 Service-side code raises ``minerva_ai.service.errors.ApiError`` instead; the client maps
-the service's error envelope back onto ``ServiceError`` and its subclasses.
+the service's error envelope back onto ``ServiceError`` and its subclasses, by status:
+``service_error()``.
 """
 
 from __future__ import annotations
@@ -71,6 +72,23 @@ class ConflictError(ServiceError):
 
 class ValidationError(ServiceError):
     """400 or 422, with ``details`` naming each bad field."""
+
+
+_BY_STATUS: dict[int, type[ServiceError]] = {
+    400: ValidationError,
+    401: AuthError,
+    403: AuthError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: ValidationError,
+}
+
+
+def service_error(
+    status: int, code: str, message: str, details: Any = None, url: str = ""
+) -> ServiceError:
+    """The error for an answer with ``status``: the subclass the tree above gives it."""
+    return _BY_STATUS.get(status, ServiceError)(status, code, message, details, url)
 
 
 class PartlyRejected(MinervaError):

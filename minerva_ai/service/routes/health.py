@@ -7,13 +7,14 @@ import asyncio
 from fastapi import APIRouter
 
 from minerva_ai import __version__
+from minerva_ai.core.protocol import HEALTH_PATH
 from minerva_ai.service.deps import StateDep
 from minerva_ai.service.responses import JSONResponse
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/api/health")
+@router.get(HEALTH_PATH)
 async def health(state: StateDep) -> JSONResponse:
     """503 only when PostgreSQL is unreachable; Redis down is 200 with `redis: degraded`."""
     try:

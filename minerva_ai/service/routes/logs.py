@@ -7,13 +7,14 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import StreamingResponse
 
 from minerva_ai.core import loglevels, logregex
 from minerva_ai.core.errors import UsageError
+from minerva_ai.core.protocol import ExportFormat
 from minerva_ai.service import logs, store
 from minerva_ai.service.deps import AppState, Principal, Reader, StateDep, scope
 from minerva_ai.service.errors import ApiError
@@ -242,7 +243,7 @@ async def logs_export(
     state: StateDep,
     principal: Reader,
     filters: QueryFilter,
-    format: Literal["json", "jsonl", "csv"] = "jsonl",
+    format: ExportFormat = "jsonl",
     csv_raw: Annotated[bool, Query(description="do not neutralise formula cells")] = False,
 ) -> StreamingResponse:
     """Every matching entry, oldest first, streamed in constant memory (COPY TO STDOUT)."""
