@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
@@ -12,11 +11,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import StreamingResponse
 
-from minerva_ai.core import loglevels, logregex
-from minerva_ai.core.errors import UsageError
 from minerva_ai.core.protocol import ExportFormat
-from minerva_ai.service import logs, store
-from minerva_ai.service.deps import AppState, Principal, Reader, StateDep, scope
+from minerva_ai.service import logs
+from minerva_ai.service.deps import Principal, Reader, StateDep, scope
 from minerva_ai.service.errors import ApiError
 from minerva_ai.service.log_follow import Overflow
 from minerva_ai.service.responses import JSONResponse, dumps, ok
@@ -27,85 +24,6 @@ Ingester = Annotated[Principal, scope("ingest")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="entries per page")]
 NDJSON = "application/x-ndjson"
 EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": NDJSON, "json": "application/json"}
-
-
-def parse_cursor(value: str | None, name: str) -> int | None:
-    if value is None:
-        return None
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:
-        raise ApiError(
-            400,
-            f"{name} {value!r} is not a log cursor",
-            "bad_request",
-            [{"field": f"query parameter {name}", "message": "not a log cursor"}],
-        )
-    return int(value)
-
-
-def _parse_time(value: str | None, name: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise ApiError(
-            400,
-            f"{name} {value!r} must be an ISO 8601 time with an offset",
-            "bad_request",
-            [{"field": f"query parameter {name}", "message": "ISO 8601 with offset"}],
-        )
-    return moment
-
-
-async def log_filter(
-    state: AppState,
-    principal: Principal,
-    *,
-    feature: str | None,
-    level: str | None,
-    source: str | None,
-    since: str | None,
-    until: str | None,
-    q: str | None,
-    request_id: str | None,
-) -> logs.LogFilter:
-    """Turn query parameters (shared by every read path) into a LogFilter; 400 when bad."""
-    given = {"feature": feature, "source": source, "q": q, "request_id": request_id}
-    for name, value in given.items():
-        if value is not None and "\x00" in value:
-            raise ApiError(
-                400,
-                f"{name} contains a NUL character",
-                "bad_request",
-                [{"field": f"query parameter {name}", "message": "contains a NUL character"}],
-            )
-    feature_id: uuid.UUID | None = None
-    if feature is not None:
-        async with state.pool.connection() as conn:
-            feature_id = (await store.get_feature(conn, principal.organization_id, feature))["id"]
-    try:
-        levels = tuple(loglevels.expand(level)) if level is not None else None
-        if q is not None:
-            logregex.check(q)
-    except UsageError as exc:
-        name = "level" if level is not None and "level" in str(exc) else "q"
-        raise ApiError(
-            400,
-            str(exc),
-            "bad_request",
-            [{"field": f"query parameter {name}", "message": str(exc)}],
-        ) from None
-    return logs.LogFilter(
-        feature_id=feature_id,
-        levels=levels,
-        source=source,
-        since=_parse_time(since, "since"),
-        until=_parse_time(until, "until"),
-        pattern=q,
-        request_id=request_id,
-    )
 
 
 async def query_filter(
@@ -120,8 +38,8 @@ async def query_filter(
     request_id: str | None = None,
 ) -> logs.LogFilter:
     """The filter query parameters of ``GET /logs`` and ``GET /logs/export``."""
-    return await log_filter(
-        state,
+    return await logs.log_filter(
+        state.pool,
         principal,
         feature=feature,
         level=level,
@@ -177,8 +95,8 @@ async def logs_list(
     after: Annotated[str | None, Query(description="entries committed after it")] = None,
 ) -> JSONResponse:
     """Newest first (``cursor`` pages older); with ``after``, what committed since, oldest first."""
-    after_seq = parse_cursor(after, "after")
-    before_seq = parse_cursor(cursor, "cursor")
+    after_seq = logs.parse_cursor(after, "after")
+    before_seq = logs.parse_cursor(cursor, "cursor")
     head = after_seq
     async with state.pool.connection() as conn:
         if after_seq is not None:
@@ -294,8 +212,8 @@ async def logs_stream(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Server-sent events: `log` (id = cursor), `gap`, `overflow`; resume with Last-Event-ID."""
-    filters = await log_filter(  # no since/until: a stream follows from a cursor
-        state,
+    filters = await logs.log_filter(  # no since/until: a stream follows from a cursor
+        state.pool,
         principal,
         feature=feature,
         level=level,
@@ -305,7 +223,7 @@ async def logs_stream(
         q=q,
         request_id=request_id,
     )
-    start = parse_cursor(last_event_id or after, "after")
+    start = logs.parse_cursor(last_event_id or after, "after")
     org_id = principal.organization_id
     heartbeat = state.config.ws_heartbeat_s
     if start is None:

@@ -29,7 +29,6 @@ from minerva_ai.service.deps import AppState, Principal, bearer_token, principal
 from minerva_ai.service.errors import ApiError
 from minerva_ai.service.log_follow import Overflow
 from minerva_ai.service.responses import dumps
-from minerva_ai.service.routes import logs as logs_routes
 
 router = APIRouter(tags=["realtime"])
 log = logging.getLogger("minerva_ai.service.websocket")
@@ -230,15 +229,15 @@ class Session:
             return
         org_id = self.principal.organization_id
         try:
-            log_filter = await logs_routes.log_filter(
-                self.state,
+            log_filter = await logs.log_filter(
+                self.state.pool,
                 self.principal,
                 feature=str(feature["id"]) if feature else None,
                 since=None,
                 until=None,
                 **{k: filters.get(k) for k in FOLLOW_FILTERS},
             )
-            start = logs_routes.parse_cursor(after, "after")
+            start = logs.parse_cursor(after, "after")
             async with self.state.pool.connection() as conn:
                 if start is None:
                     start = await logs.current_cursor(conn, org_id)
