@@ -55,6 +55,15 @@ def wait_until(condition: Callable[[], Any], timeout: float = WAIT, what: str = 
         time.sleep(0.05)
 
 
+def loaded_by(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has imported after running ``code``."""
+    check = f"import sys\nprint(' '.join(m for m in {modules!r} if m in sys.modules))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code + "\n" + check], capture_output=True, text=True, check=True
+    )
+    return done.stdout.splitlines()[-1].split() if done.stdout.strip() else []
+
+
 def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
