@@ -30,6 +30,7 @@ import psycopg
 import pytest
 import uvicorn
 
+from minerva_ai.core.protocol import API_PREFIX
 from minerva_ai.service import admin, embedded
 from minerva_ai.service.app import UVICORN_OPTIONS, Server, create_app
 from minerva_ai.service.config import ServiceConfig
@@ -153,7 +154,7 @@ class ThreadedServer:
         # warnings.catch_warnings(), which is not thread-safe: two servers doing it at once
         # can leak a pydantic warning (a 500 under warnings-as-errors). One request that
         # walks every route, made now, alone, builds them all.
-        probe = httpx.get(url + "/api/platform/ai-management/no-such-route", timeout=15)
+        probe = httpx.get(f"{url}{API_PREFIX}/no-such-route", timeout=15)
         assert probe.status_code == 404, probe.text
         return url
 
@@ -174,7 +175,7 @@ class LiveService:
 
     @property
     def api(self) -> str:
-        return self.url + "/api/platform/ai-management"
+        return self.url + API_PREFIX
 
     def make_token(self, scopes: list[str], org: str = "acme") -> str:
         return admin.create_token(self.database_url, org, scopes).token

@@ -23,6 +23,7 @@ import pytest
 
 from minerva_ai.core import profiles as profile_store
 from minerva_ai.core.errors import ConfigError, UsageError
+from minerva_ai.core.protocol import API_PREFIX
 from minerva_ai.service import admin, embedded, supervisor
 from minerva_ai.service.home import (
     HomeInUseError,
@@ -37,8 +38,6 @@ from tests.conftest import (
     run_cli,
     wait_until,
 )
-
-API = "/api/platform/ai-management"
 
 
 def alive(pid: int) -> bool:
@@ -59,7 +58,7 @@ def redis_pid(home: Path) -> int:
 
 def features(url: str, token: str) -> httpx.Response:
     return httpx.get(
-        f"{url}{API}/features", headers={"Authorization": f"Bearer {token}"}, timeout=15
+        f"{url}{API_PREFIX}/features", headers={"Authorization": f"Bearer {token}"}, timeout=15
     )
 
 
@@ -352,7 +351,8 @@ def test_a_second_instance_joins_with_the_urls_of_server_info(
 
     token = run_cli("server", "org", "create", "acme").stdout.strip()
     headers = {"Authorization": f"Bearer {token}"}
-    created = httpx.post(f"{first_url}{API}/features", json={"name": "tagger"}, headers=headers)
+    create_url = f"{first_url}{API_PREFIX}/features"
+    created = httpx.post(create_url, json={"name": "tagger"}, headers=headers)
     assert created.status_code == 201, created.text
     names = [feature["name"] for feature in features(second_url, token).json()["data"]]
     assert names == ["tagger"]
@@ -402,7 +402,7 @@ def test_sigterm_closes_websockets_with_1012_and_exits_promptly(
     server = start_server()
     url = server.wait_serving().replace("http://", "ws://")
     headers = {"Authorization": f"Bearer {local_profile().token}"}
-    with connect(f"{url}{API}/websocket", additional_headers=headers, open_timeout=15) as ws:
+    with connect(f"{url}{API_PREFIX}/websocket", additional_headers=headers, open_timeout=15) as ws:
         assert json.loads(ws.recv(timeout=15))["type"] == "authenticated"
         started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
