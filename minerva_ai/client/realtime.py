@@ -211,8 +211,8 @@ class LogFollower:
         except websocket.HandshakeRefused as exc:
             raise _Refused(exc.reason) from None
         async with socket:
-            await socket.send(self._subscription())
-            try:
+            try:  # the service may close the socket before the subscription is sent
+                await socket.send(self._subscription())
                 async for raw in socket:
                     kind, data = websocket.websocket_message(raw)
                     if kind == "subscribed":

@@ -62,8 +62,8 @@ async def watch_settings(
     while True:
         socket = await _open(client, url)
         async with socket:
-            await socket.send(subscribe)
-            try:
+            try:  # the service may close the socket before the subscription is sent
+                await socket.send(subscribe)
                 async for raw in socket:
                     kind, data = websocket.websocket_message(raw)
                     if kind == "subscribed":
