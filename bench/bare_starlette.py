@@ -22,9 +22,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from minerva_ai.core.protocol import API_PREFIX
 from minerva_ai.service.db import queries
 
-PATH = "/api/platform/ai-management/features"
+PATH = f"{API_PREFIX}/features"
 _OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC | orjson.OPT_NON_STR_KEYS
 
 

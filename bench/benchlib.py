@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from minerva_ai.core.protocol import API_PREFIX
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-FEATURES_PATH = "/api/platform/ai-management/features"
+FEATURES_PATH = f"{API_PREFIX}/features"
 
 
 # --- the command line and the results ----------------------------------------------------

@@ -62,7 +62,7 @@ from logslib import (
     ws_follow,
 )
 
-from minerva_ai.service import logs
+from minerva_ai.service import log_entries
 from minerva_ai.service.db import queries
 
 RATIO_GOAL = 0.8
@@ -100,7 +100,7 @@ def staging_rows(
     retention = timedelta(days=30)
     return [
         [
-            (i, org, *logs.validate_entry(entry, ids, now, retention))
+            (i, org, *log_entries.validate_entry(entry, ids, now, retention))
             for i, entry in enumerate(batch)
         ]
         for batch in batches

@@ -22,11 +22,11 @@ from typing import Any
 import orjson
 from benchlib import REPO, Databases, HttpPool, percentile, stop_process
 
+from minerva_ai.core.protocol import API_PREFIX, WEBSOCKET_PATH
 from minerva_ai.loadtest.http import ConnectionFailed
 
-API = "/api/platform/ai-management"
-LOGS_PATH = f"{API}/logs"
-WS_PATH = f"{API}/websocket"
+LOGS_PATH = f"{API_PREFIX}/logs"
+WS_PATH = WEBSOCKET_PATH
 SCHEMA_SQL = REPO / "minerva_ai" / "service" / "sql" / "schema.sql"
 
 # --- CPU accounting ------------------------------------------------------------------------

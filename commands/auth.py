@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from minerva_ai.errors import ConfigError
-from minerva_ai.output import Column
+from minerva_ai.cli.output import Column
+from minerva_ai.core.errors import ConfigError
 
 from .options import (
     HelpGroup,
@@ -75,14 +75,9 @@ def auth_login(state: State, with_token: bool) -> None:
     \b
     minerva-ai --url https://minerva.example.com auth login --with-token < token.txt
     """
+    from minerva_ai.cli.config import check_token_transport, profile_name_for, resolve
     from minerva_ai.client import Client
-    from minerva_ai.config import (
-        check_token_transport,
-        load_config,
-        profile_name_for,
-        resolve,
-        save_profile,
-    )
+    from minerva_ai.core.profiles import load_config, save_profile
 
     if not with_token:
         raise click.UsageError("give the token on stdin and pass --with-token")

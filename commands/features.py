@@ -7,13 +7,14 @@ from typing import Any
 
 import click
 
-from minerva_ai.output import Column, to_yaml
-from minerva_ai.settings_diff import diff_settings, render_diff, summarize_diff
-from minerva_ai.settings_edit import (
+from minerva_ai.cli.diff import render_diff, summarize_diff
+from minerva_ai.cli.output import Column, to_yaml
+from minerva_ai.cli.settings_edit import (
     Assignment,
     load_settings_file,
     update_settings,
 )
+from minerva_ai.core.settings_diff import diff_settings
 
 from .options import (
     HelpGroup,
@@ -194,7 +195,7 @@ def _print_changes(state: State, changes: list[dict[str, Any]], result: dict[str
     "assignments",
     multiple=True,
     metavar="PATH=VALUE",
-    callback=parsed_by("minerva_ai.settings_edit:parse_assignment"),
+    callback=parsed_by("minerva_ai.cli.settings_edit:parse_assignment"),
     help="Set one field, e.g. rate_limits.requests_per_minute=100 (value read as YAML).",
 )
 @click.option("--dry-run", is_flag=True, help="Show the diff; write nothing.")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from minerva_ai.errors import ConfigError, GateError, GateFailed, UsageError
+from minerva_ai.core.errors import ConfigError, GateError, GateFailed, UsageError
 
 from .options import Progress, State, output_options, parsed_by, pass_state
 
@@ -27,7 +27,7 @@ def _seconds(_ctx: click.Context, param: click.Parameter, value: str | None) -> 
         return None
     if value.strip() == "0":
         return 0.0
-    from minerva_ai.timeparse import parse_duration
+    from minerva_ai.core.timeparse import parse_duration
 
     try:
         seconds = parse_duration(value).total_seconds()

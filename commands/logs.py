@@ -13,22 +13,21 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import click
 
-from minerva_ai.errors import PartlyRejected
-from minerva_ai.output import counted
+from minerva_ai.cli.logview import LOG_FORMATS
+from minerva_ai.cli.output import counted
+from minerva_ai.core.errors import PartlyRejected
+from minerva_ai.core.protocol import EXPORT_FORMATS, TRANSPORTS
 
 from .options import HelpGroup, Progress, State, output_options, parsed_by, pass_state
 
 if TYPE_CHECKING:
+    from minerva_ai.cli.logingest import IngestSummary
+    from minerva_ai.cli.logview import LogPrinter
     from minerva_ai.client import Client
-    from minerva_ai.logingest import IngestSummary
-    from minerva_ai.logview import LogPrinter
-    from minerva_ai.realtime import Notice
+    from minerva_ai.client.realtime import Notice
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-TRANSPORTS = ("auto", "ws", "sse", "poll")  # as minerva_ai.realtime.TRANSPORTS
-TAIL_FORMATS = ("text", "json", "jsonl")
-EXPORT_FORMATS = ("json", "jsonl", "csv")
 DEFAULT_LINES = 100
 REJECTED_SHOWN = 50
 
@@ -55,7 +54,7 @@ def filter_options(*, until: bool) -> Callable[[F], F]:
         click.option(
             "--since",
             metavar="TIME",
-            callback=parsed_by("minerva_ai.timeparse:parse_time"),
+            callback=parsed_by("minerva_ai.core.timeparse:parse_time"),
             help="Only entries timestamped at or after TIME: 30s, 10m, 2h, 7d, or ISO 8601 "
             "(no offset = local time).",
         ),
@@ -63,14 +62,14 @@ def filter_options(*, until: bool) -> Callable[[F], F]:
             "--level",
             "levels",
             metavar="LEVELS",
-            callback=parsed_by("minerva_ai.loglevels:expand"),
+            callback=parsed_by("minerva_ai.core.loglevels:expand"),
             help="error,warn: exactly these levels; warn+: that level and above. Levels: "
             "debug, info, warn, error, critical (WARNING-style aliases accepted).",
         ),
         click.option(
             "--grep",
             metavar="REGEX",
-            callback=parsed_by("minerva_ai.logregex:check", keep=True),
+            callback=parsed_by("minerva_ai.core.logregex:check", keep=True),
             help="Only messages matching REGEX (case-sensitive; the dialect of "
             "docs/api/README.md: no \\b, no (?...) groups).",
         ),
@@ -83,7 +82,7 @@ def filter_options(*, until: bool) -> Callable[[F], F]:
             click.option(
                 "--until",
                 metavar="TIME",
-                callback=parsed_by("minerva_ai.timeparse:parse_time"),
+                callback=parsed_by("minerva_ai.core.timeparse:parse_time"),
                 help="Only entries before TIME.",
             ),
         )
@@ -169,7 +168,7 @@ def logs_ingest(state: State, file: BinaryIO) -> None:
     cursor} on stdout instead. Exit 0 when every entry was stored or was a duplicate,
     3 when any was rejected (a malformed line rejects only itself).
     """
-    from minerva_ai.logingest import NdjsonIngest
+    from minerva_ai.cli.logingest import NdjsonIngest
 
     progress = Progress(state)
     ingest = NdjsonIngest(state.client(), on_progress=lambda s: progress.update(_summary_text(s)))
@@ -231,7 +230,7 @@ def _history_limit(lines: int | None, since: datetime | None) -> int:
     "-o",
     "--format",
     "fmt",
-    type=click.Choice(TAIL_FORMATS),
+    type=click.Choice(LOG_FORMATS),
     default=None,
     help="text (one line per entry, the default, piped or not), json or jsonl.",
 )
@@ -274,7 +273,7 @@ def logs_tail(
     before they could be shown are announced as a gap (in the text, or on stderr for
     json/jsonl). Ctrl-C ends it (exit 130).
     """
-    from minerva_ai.logview import LogPrinter
+    from minerva_ai.cli.logview import LogPrinter
 
     printer = LogPrinter.create(
         _tail_format(state, fmt),
@@ -300,7 +299,7 @@ def logs_tail(
 
 def _head(client: Client) -> str:
     """The newest cursor before the history is read: with nothing to show, follow from it."""
-    from minerva_ai.realtime import BEGINNING
+    from minerva_ai.client.realtime import BEGINNING
 
     newest = client.logs.list(limit=1)
     return str(newest[0]["cursor"]) if newest else BEGINNING
@@ -318,7 +317,7 @@ def _follow(
     import contextlib
 
     from minerva_ai.client import AsyncClient
-    from minerva_ai.realtime import follow_logs
+    from minerva_ai.client.realtime import follow_logs
 
     live_filters = {k: v for k, v in filters.items() if k != "feature"}
 
@@ -419,7 +418,7 @@ def logs_export(
     goes to stderr on a terminal (or with -v); at the end, the number of entries
     (counted by parsing the output: a CSV message may span lines).
     """
-    from minerva_ai.logexport import AtomicFile, write_export
+    from minerva_ai.cli.logexport import AtomicFile, write_export
 
     fmt = _export_format(state, fmt, out)
     filters = {

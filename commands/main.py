@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from minerva_ai import __version__
-from minerva_ai.errors import AuthError, MinervaError, ServiceError
+from minerva_ai.core.errors import AuthError, MinervaError, ServiceError
 
 from .options import FORMATS, HelpGroup, State
 
@@ -101,7 +101,7 @@ def _silence_stdout() -> None:
 
 
 def _report(exc: Exception, state: State) -> None:
-    from minerva_ai.output import style
+    from minerva_ai.cli.output import style
 
     color = state.stderr_color()
     lines = _detail_lines(exc.details) if isinstance(exc, ServiceError) else []

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
+    from minerva_ai.cli.config import Resolved
+    from minerva_ai.cli.output import Column, Output
     from minerva_ai.client import Client
-    from minerva_ai.config import Resolved
-    from minerva_ai.output import Column, Output
 
-# Same order as minerva_ai.output.FORMATS (a test keeps them equal).
+# Same order as minerva_ai.cli.output.FORMATS (a test keeps them equal).
 FORMATS = ("table", "json", "jsonl", "csv", "yaml")
 DEFAULT_TTY_LIMIT = 30
 
@@ -56,7 +56,7 @@ class State:
     def resolved(self) -> Resolved:
         """The effective URL and token (flag > env > profile > default)."""
         if self._resolved is None:
-            from minerva_ai.config import resolve
+            from minerva_ai.cli.config import resolve
 
             self._resolved = resolve(self.url, self.org, self.profile, insecure=self.insecure)
             self.debug(self._resolved.describe())
@@ -74,12 +74,12 @@ class State:
         return self._client
 
     def output(self) -> Output:
-        from minerva_ai.output import Output
+        from minerva_ai.cli.output import Output
 
         return Output.create(self.output_format, sys.stdout, no_color=self.no_color, utc=self.utc)
 
     def stderr_color(self) -> bool:
-        from minerva_ai.output import color_enabled
+        from minerva_ai.cli.output import color_enabled
 
         return color_enabled(sys.stderr, no_color=self.no_color)
 
@@ -90,7 +90,7 @@ class State:
 
     def warn(self, message: str) -> None:
         """A warning on stderr, shown even with ``-q``."""
-        from minerva_ai.output import style
+        from minerva_ai.cli.output import style
 
         click.echo(style(f"warning: {message}", "yellow", enabled=self.stderr_color()), err=True)
 
@@ -138,7 +138,7 @@ def parsed_by(target: str, *, keep: bool = False) -> Callable[..., Any]:
             return None
         import importlib
 
-        from minerva_ai.errors import ConfigError, UsageError
+        from minerva_ai.core.errors import ConfigError, UsageError
 
         module, _, name = target.partition(":")
         parse = getattr(importlib.import_module(module), name)

@@ -16,7 +16,7 @@ SCOPES = ("read", "ingest", "write", "admin")
 
 def _print_token(state: State, issued: IssuedToken) -> None:
     """Only the secret on stdout (a script captures it); {id, token, scopes} with -o json."""
-    from minerva_ai.output import Column
+    from minerva_ai.cli.output import Column
 
     columns = [Column("id", "ID"), Column("token", "TOKEN"), Column("scopes", "SCOPES", "list")]
     data = {"id": str(issued.id), "token": issued.token, "scopes": list(issued.scopes)}
@@ -91,7 +91,7 @@ def server_info(state: State) -> None:
     A second instance joins with them: DATABASE_URL=... REDIS_URL=...
     minerva-ai server start --port 8766. The URLs carry passwords: keep them private.
     """
-    from minerva_ai.output import Column
+    from minerva_ai.cli.output import Column
     from minerva_ai.service import home
 
     info = home.server_info(home.resolve_home())
@@ -127,7 +127,7 @@ def server_migrate(state: State) -> None:
 
     Prints each migration applied, one a line; `-o json` prints {"applied": [...]}.
     """
-    from minerva_ai.output import Column
+    from minerva_ai.cli.output import Column
     from minerva_ai.service import admin, home, supervisor
 
     url = home.admin_database_url()

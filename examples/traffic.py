@@ -26,10 +26,10 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
+from minerva_ai.cli.config import resolve
 from minerva_ai.client import Client
-from minerva_ai.config import resolve
-from minerva_ai.errors import AuthError, MinervaError
-from minerva_ai.timeparse import parse_duration
+from minerva_ai.core.errors import AuthError, MinervaError
+from minerva_ai.core.timeparse import parse_duration
 
 Entry = dict[str, Any]
 

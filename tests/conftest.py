@@ -30,6 +30,7 @@ import psycopg
 import pytest
 import uvicorn
 
+from minerva_ai.core.protocol import API_PREFIX
 from minerva_ai.service import admin, embedded
 from minerva_ai.service.app import UVICORN_OPTIONS, Server, create_app
 from minerva_ai.service.config import ServiceConfig
@@ -53,6 +54,15 @@ def wait_until(condition: Callable[[], Any], timeout: float = WAIT, what: str = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.05)
+
+
+def loaded_by(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has imported after running ``code``."""
+    check = f"import sys\nprint(' '.join(m for m in {modules!r} if m in sys.modules))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code + "\n" + check], capture_output=True, text=True, check=True
+    )
+    return done.stdout.splitlines()[-1].split() if done.stdout.strip() else []
 
 
 def with_database(url: str, name: str) -> str:
@@ -144,7 +154,7 @@ class ThreadedServer:
         # warnings.catch_warnings(), which is not thread-safe: two servers doing it at once
         # can leak a pydantic warning (a 500 under warnings-as-errors). One request that
         # walks every route, made now, alone, builds them all.
-        probe = httpx.get(url + "/api/platform/ai-management/no-such-route", timeout=15)
+        probe = httpx.get(f"{url}{API_PREFIX}/no-such-route", timeout=15)
         assert probe.status_code == 404, probe.text
         return url
 
@@ -165,7 +175,7 @@ class LiveService:
 
     @property
     def api(self) -> str:
-        return self.url + "/api/platform/ai-management"
+        return self.url + API_PREFIX
 
     def make_token(self, scopes: list[str], org: str = "acme") -> str:
         return admin.create_token(self.database_url, org, scopes).token

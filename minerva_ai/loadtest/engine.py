@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from minerva_ai.client import websocket_message
+from minerva_ai.client.websocket import subscription, websocket_message
 from minerva_ai.loadtest.http import Connection, ConnectionFailed, Target
 from minerva_ai.loadtest.scenario import (
     HttpStep,
@@ -474,9 +474,7 @@ class Runner:
         scheme = "wss" if self.target.scheme == "https" else "ws"
         url = f"{scheme}://{self.target.host_header}{self.target.prefix}"
         url += render(action.path, context)
-        subscribe: dict[str, Any] = {"channel": action.channel}
-        if action.feature:
-            subscribe["feature"] = render(action.feature, context)
+        feature = {"feature": render(action.feature, context)} if action.feature else {}
         subscribed = failed = False
         try:
             async with asyncio.timeout(action.timeout_s):
@@ -492,7 +490,7 @@ class Runner:
         self._last_ok = self.clock.now()
         record_ms(stats.ws_connecting, (self.clock.now() - began) * 1000)
         try:
-            await socket.send(orjson.dumps({"type": "subscribe", "data": subscribe}).decode())
+            await socket.send(subscription(action.channel, **feature))
             # The subscription is confirmed whatever the run's state; then the session holds.
             async with asyncio.timeout(action.timeout_s):
                 while not subscribed and not failed:

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from minerva_ai.errors import GateError, UnreachableError
+from minerva_ai.core.errors import GateError, UnreachableError
 from minerva_ai.loadtest.http import Connection, ConnectionFailed, Target
 from minerva_ai.loadtest.scenario import Scenario
 

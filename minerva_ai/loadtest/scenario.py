@@ -29,13 +29,12 @@ from typing import Any
 
 import yaml
 
-from minerva_ai.errors import ConfigError, UsageError
-from minerva_ai.timeparse import parse_duration
+from minerva_ai.core.errors import ConfigError, UsageError
+from minerva_ai.core.protocol import API_PREFIX, CHANNELS, WEBSOCKET_PATH
+from minerva_ai.core.timeparse import parse_duration
 
-API = "/api/platform/ai-management"
 BUILTINS = ("now", "uuid", "user", "iteration")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
-CHANNELS = ("logs", "metrics", "alerts", "settings")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_]\w*)\}")
 
 STEP_FIELDS = ("name", "weight", "tags", "http", "websocket", "think")
@@ -58,7 +57,7 @@ class HttpStep:
 
 @dataclass(frozen=True)
 class WebSocketStep:
-    path: str = f"{API}/websocket"
+    path: str = WEBSOCKET_PATH
     channel: str = "logs"
     feature: str | None = None
     hold_s: float = 1.0
@@ -150,7 +149,7 @@ def default_scenario(think_time: tuple[float, float] = (1.0, 3.0)) -> Scenario:
         flow="sequence",
         think_time=think_time,
         steps=[
-            Step("list-features", 1, {}, HttpStep("GET", f"{API}/features")),
+            Step("list-features", 1, {}, HttpStep("GET", f"{API_PREFIX}/features")),
             Step("websocket", 1, {}, WebSocketStep(channel="logs", hold_s=1.0)),
         ],
     )

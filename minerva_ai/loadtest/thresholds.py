@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from minerva_ai.errors import UsageError
+from minerva_ai.core.errors import UsageError
 from minerva_ai.loadtest.stats import Stats, has_tag, percentile_ms
 
 GRAMMAR = """\

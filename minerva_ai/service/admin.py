@@ -12,7 +12,7 @@ from uuid import UUID
 
 import psycopg
 
-from minerva_ai.errors import ConfigError, UsageError
+from minerva_ai.core.errors import ConfigError, UsageError
 from minerva_ai.service import db
 from minerva_ai.service.db import SchemaError
 from minerva_ai.service.tokens import IssuedToken, hash_token, invalid_scopes, token_insert
@@ -31,7 +31,6 @@ __all__ = [
 ]
 
 DEFAULT_ORGANIZATION = "default"
-_BOOTSTRAP_LOCK = 0x6D696E657277
 
 migrate = db.migrate
 check_schema = db.check_schema
@@ -63,11 +62,7 @@ def create_organization(database_url: str, name: str) -> IssuedToken:
     if not name:
         raise UsageError("an organization needs a name")
     with db.connect(database_url) as conn, conn.transaction():
-        row = conn.execute(
-            "INSERT INTO organizations (name) VALUES (%(name)s) ON CONFLICT (name) DO NOTHING "
-            "RETURNING id",
-            {"name": name},
-        ).fetchone()
+        row = conn.execute(db.queries()["insert_organization"], {"name": name}).fetchone()
         if row is None:
             raise UsageError(f"organization {name!r} already exists")
         return _issue(conn, row["id"], ["admin"], "first admin token")
@@ -87,11 +82,8 @@ def create_token(
 def bootstrap(database_url: str) -> Organization:
     """Ensure the default organization exists (safe when several instances start at once)."""
     with db.connect(database_url) as conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_BOOTSTRAP_LOCK,))
-        conn.execute(
-            "INSERT INTO organizations (name) VALUES (%(name)s) ON CONFLICT (name) DO NOTHING",
-            {"name": DEFAULT_ORGANIZATION},
-        )
+        conn.execute(db.queries()["lock_bootstrap"])
+        conn.execute(db.queries()["insert_organization"], {"name": DEFAULT_ORGANIZATION})
         row = conn.execute(
             db.queries()["get_organization_by_name"], {"name": DEFAULT_ORGANIZATION}
         ).fetchone()

@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from minerva_ai import __version__
+from minerva_ai.core.protocol import API_PREFIX
 from minerva_ai.service import apidoc, errors
 from minerva_ai.service.bus import Bus
 from minerva_ai.service.config import ServiceConfig
@@ -27,7 +28,6 @@ from minerva_ai.service.logs import maintain
 from minerva_ai.service.responses import JSONResponse, error_body
 from minerva_ai.service.routes import features, health, logs, settings, tokens, websocket
 
-API_PREFIX = "/api/platform/ai-management"
 LOG_MAINTENANCE_EVERY_S = 3600
 log = logging.getLogger("minerva_ai.service")
 

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
-from minerva_ai.errors import ConfigError
+from minerva_ai.core.errors import ConfigError
 
 
 def _number(name: str, default: float, minimum: float = 0) -> float:

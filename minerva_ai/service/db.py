@@ -11,7 +11,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from minerva_ai.errors import MinervaError
+from minerva_ai.core.errors import MinervaError
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _MIGRATION_LOCK = 0x6D696E657276  # pg_advisory_lock key shared by every instance

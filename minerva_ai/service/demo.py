@@ -10,11 +10,12 @@ from uuid import UUID
 import psycopg
 import yaml
 
-from minerva_ai.errors import ConfigError
+from minerva_ai.core.errors import ConfigError
 from minerva_ai.service import store
-from minerva_ai.service.deps import Principal
+from minerva_ai.service.db import queries
 from minerva_ai.service.errors import ApiError
 from minerva_ai.service.feature_settings import validate_sections
+from minerva_ai.service.principal import Principal
 
 DEMO_FILE = "demo-organization.yaml"
 
@@ -43,7 +44,7 @@ async def _load(database_url: str, organization_id: UUID, features: list[dict[st
     )
     async with conn:
         org = await (
-            await conn.execute("SELECT name FROM organizations WHERE id = %s", (organization_id,))
+            await conn.execute(queries()["get_organization"], {"id": organization_id})
         ).fetchone()
         assert org is not None
         principal = Principal(organization_id, org["name"], None, "demo loader", ("write",))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from typing import Annotated, Any
-from uuid import UUID
 
 from fastapi import Depends, Request
 from psycopg import AsyncConnection
@@ -18,7 +17,8 @@ from minerva_ai.service.db import Row, queries
 from minerva_ai.service.errors import ApiError, refuse_nul
 from minerva_ai.service.log_follow import FollowHub
 from minerva_ai.service.logs import Partitions
-from minerva_ai.service.tokens import grants, hash_token
+from minerva_ai.service.principal import Principal as Principal  # the routes' import
+from minerva_ai.service.tokens import hash_token
 
 
 @dataclass
@@ -32,23 +32,6 @@ class AppState:
     partitions: Partitions = field(default_factory=Partitions)
     # Set when the server starts shutting down: streams end instead of holding it up.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a token of one organization, with its scopes."""
-
-    organization_id: UUID
-    organization_name: str
-    token_id: UUID | None  # None: written by the server itself (demo loader)
-    token_name: str
-    scopes: tuple[str, ...]
-
-    def require(self, scope: str) -> None:
-        if not grants(self.scopes, scope):
-            raise ApiError(
-                403, f"this token lacks the {scope!r} scope", "forbidden", {"required_scope": scope}
-            )
 
 
 async def app_state(request: Request) -> AppState:

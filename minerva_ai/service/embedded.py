@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
 
-from minerva_ai.errors import MinervaError
+from minerva_ai.core.errors import MinervaError
 
 PG_SYSTEM_USER = "minerva-pg"
 DATABASE_NAME = "minerva"

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from minerva_ai.errors import ConfigError, MinervaError
+from minerva_ai.core.errors import ConfigError, MinervaError
 
 _LOCK_WAIT_S = 1.0  # `server info` probes the lock for an instant; do not mistake that for an owner
 

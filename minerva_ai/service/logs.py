@@ -17,47 +17,19 @@ from typing import Any, LiteralString
 import orjson
 from psycopg import AsyncConnection, sql
 from psycopg.pq import TransactionStatus
-from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 
-from minerva_ai import loglevels, logregex
+from minerva_ai.core import loglevels, logregex
+from minerva_ai.core.errors import UsageError
+from minerva_ai.service import store
 from minerva_ai.service.db import Row, queries
-from minerva_ai.service.errors import ApiError
+from minerva_ai.service.errors import ApiError, refuse_nul
+from minerva_ai.service.log_entries import FIELDS, Rejected, validate_entry
+from minerva_ai.service.principal import Principal
 
 Conn = AsyncConnection[Row]
 
 MAX_ROWS_PER_TRANSACTION = 1000
-MAX_MESSAGE_CHARS = 64 * 1024
-MAX_TEXT_CHARS = 256
-MAX_ATTRIBUTES_BYTES = 16 * 1024
-FUTURE_TOLERANCE = timedelta(minutes=5)
-STATUSES = ("success", "error", "timeout")
-FIELDS = frozenset(
-    {
-        "id",
-        "timestamp",
-        "feature",
-        "level",
-        "message",
-        "source",
-        "request_id",
-        "model",
-        "latency_ms",
-        "tokens_in",
-        "tokens_out",
-        "cost",
-        "status",
-        "attributes",
-    }
-)
-# Cells a spreadsheet would run as a formula (OWASP CSV injection).
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-class Rejected(Exception):
-    def __init__(self, reason: str, field: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.field = field
 
 
 @dataclass
@@ -104,122 +76,6 @@ def parse_body(body: bytes, ndjson: bool) -> list[tuple[dict[str, Any], Any]]:
         except orjson.JSONDecodeError as exc:
             parsed.append((position, Rejected(f"line {number} is not valid JSON: {exc}")))
     return parsed
-
-
-def _text(entry: dict[str, Any], name: str, limit: int, required: bool = False) -> str | None:
-    value = entry.get(name)
-    if value is None:
-        if required:
-            raise Rejected(f"{name} is required", name)
-        return None
-    if not isinstance(value, str):
-        raise Rejected(f"{name} must be a string", name)
-    if len(value) > limit:
-        raise Rejected(f"{name} is longer than {limit} characters ({len(value)})", name)
-    if "\x00" in value:
-        raise Rejected(f"{name} contains a NUL character, which PostgreSQL cannot store", name)
-    return value
-
-
-def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(v) for v in value)
-    return False
-
-
-def _number(entry: dict[str, Any], name: str, integer: bool = False) -> float | int | None:
-    value = entry.get(name)
-    if value is None:
-        return None
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0:
-        kind = "a non-negative integer" if integer else "a non-negative number"
-        raise Rejected(f"{name} must be {kind}", name)
-    if integer and value > 2**31 - 1:
-        raise Rejected(f"{name} is too large", name)
-    return value
-
-
-def parse_timestamp(value: Any, now: datetime, retention: timedelta) -> datetime:
-    if not isinstance(value, str):
-        raise Rejected("timestamp is required: an ISO 8601 time with an offset", "timestamp")
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise Rejected(
-            f"timestamp {value!r} is not ISO 8601 (e.g. 2026-11-26T10:00:00.123Z)", "timestamp"
-        ) from None
-    if moment.tzinfo is None:
-        raise Rejected(f"timestamp {value!r} has no offset: add Z or +HH:MM", "timestamp")
-    if moment > now + FUTURE_TOLERANCE:
-        raise Rejected(f"timestamp {value!r} is more than 5 minutes in the future", "timestamp")
-    if moment < now - retention:
-        raise Rejected(
-            f"timestamp {value!r} is older than the retention window ({retention.days} days)",
-            "timestamp",
-        )
-    return moment.astimezone(UTC)
-
-
-def validate_entry(
-    entry: Any, features: dict[str, uuid.UUID], now: datetime, retention: timedelta
-) -> tuple[Any, ...]:
-    """One entry as a staging row (without ord/organization), or Rejected with the reason."""
-    if isinstance(entry, Rejected):
-        raise entry
-    if not isinstance(entry, dict):
-        raise Rejected("an entry must be a JSON object")
-    unknown = sorted(set(entry) - FIELDS)
-    if unknown:
-        raise Rejected(
-            f"unknown field {', '.join(unknown)} (put extra data in `attributes`)", unknown[0]
-        )
-    timestamp = parse_timestamp(entry.get("timestamp"), now, retention)
-    ref = _text(entry, "feature", MAX_TEXT_CHARS, required=True)
-    assert ref is not None
-    feature_id = features.get(ref)
-    if feature_id is None:
-        raise Rejected(f"unknown feature {ref!r}", "feature")
-    raw_level = _text(entry, "level", 32, required=True)
-    level = loglevels.normalise(raw_level or "")
-    if level is None:
-        raise Rejected(f"unknown level {raw_level!r}: use {', '.join(loglevels.LEVELS)}", "level")
-    message = _text(entry, "message", MAX_MESSAGE_CHARS, required=True)
-    status = _text(entry, "status", 16)
-    if status is not None and status not in STATUSES:
-        raise Rejected(f"unknown status {status!r}: use {', '.join(STATUSES)}", "status")
-    attributes = entry.get("attributes")
-    if attributes is not None:
-        if not isinstance(attributes, dict):
-            raise Rejected("attributes must be an object", "attributes")
-        encoded = orjson.dumps(attributes)
-        if len(encoded) > MAX_ATTRIBUTES_BYTES:
-            raise Rejected(f"attributes are larger than {MAX_ATTRIBUTES_BYTES} bytes", "attributes")
-        # orjson writes U+0000 as the escape \u0000: without one there is no NUL to find
-        if b"\\u0000" in encoded and _contains_nul(attributes):
-            raise Rejected("attributes contain a NUL character (\\u0000)", "attributes")
-    client_id = _text(entry, "id", MAX_TEXT_CHARS) or str(uuid.uuid4())
-    return (
-        feature_id,
-        client_id,
-        timestamp,
-        level,
-        message,
-        _text(entry, "source", MAX_TEXT_CHARS) or "",
-        _text(entry, "request_id", MAX_TEXT_CHARS),
-        _text(entry, "model", MAX_TEXT_CHARS),
-        _number(entry, "latency_ms"),
-        _number(entry, "tokens_in", integer=True),
-        _number(entry, "tokens_out", integer=True),
-        _number(entry, "cost"),
-        status,
-        # orjson, not psycopg's default json.dumps: ~4 us less per entry in the COPY
-        Jsonb(attributes, dumps=orjson.dumps) if attributes is not None else None,
-    )
 
 
 async def resolve_features(
@@ -274,7 +130,7 @@ class Partitions:
         if not missing:
             return
         async with conn.transaction():
-            await conn.execute("SET LOCAL lock_timeout = '10s'")
+            await conn.execute(queries()["partition_lock_timeout"])
             await conn.execute(queries()["lock_log_partitions"])
             for day in missing:
                 await conn.execute(queries()["ensure_log_partition"], {"day": day})
@@ -315,7 +171,7 @@ async def ingest(
         # BEGIN/COMMIT by hand, on the pool's autocommit connection.
         try:
             await conn.execute("BEGIN")
-            await conn.execute("TRUNCATE log_staging")
+            await conn.execute(queries()["truncate_log_staging"])
             async with conn.cursor().copy(queries()["copy_log_staging"]) as copy:
                 for row in chunk:
                     await copy.write_row(row)
@@ -392,6 +248,84 @@ class LogFilter:
         )
 
 
+def parse_cursor(value: str | None, name: str) -> int | None:
+    """A log cursor from a query parameter or message field ``name``; 400 when it is not one."""
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise ApiError(
+            400,
+            f"{name} {value!r} is not a log cursor",
+            "bad_request",
+            [{"field": f"query parameter {name}", "message": "not a log cursor"}],
+        )
+    return int(value)
+
+
+def _parse_time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    moment: datetime | None = None
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is not None:
+            # In UTC: PostgreSQL refuses offsets past 15:59 that Python reads (+22:51).
+            moment = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        pass
+    if moment is None:
+        raise ApiError(
+            400,
+            f"{name} {value!r} must be an ISO 8601 time with an offset",
+            "bad_request",
+            [{"field": f"query parameter {name}", "message": "ISO 8601 with offset"}],
+        )
+    return moment
+
+
+async def log_filter(
+    pool: AsyncConnectionPool[Conn],
+    principal: Principal,
+    *,
+    feature: str | None,
+    level: str | None,
+    source: str | None,
+    since: str | None,
+    until: str | None,
+    q: str | None,
+    request_id: str | None,
+) -> LogFilter:
+    """Turn query parameters (shared by every read path) into a LogFilter; 400 when bad."""
+    given = {"feature": feature, "source": source, "q": q, "request_id": request_id}
+    for name, value in given.items():
+        refuse_nul(value, f"query parameter {name}")
+    feature_id: uuid.UUID | None = None
+    if feature is not None:
+        async with pool.connection() as conn:
+            feature_id = (await store.get_feature(conn, principal.organization_id, feature))["id"]
+    try:
+        levels = tuple(loglevels.expand(level)) if level is not None else None
+        if q is not None:
+            logregex.check(q)
+    except UsageError as exc:
+        name = "level" if level is not None and "level" in str(exc) else "q"
+        raise ApiError(
+            400,
+            str(exc),
+            "bad_request",
+            [{"field": f"query parameter {name}", "message": str(exc)}],
+        ) from None
+    return LogFilter(
+        feature_id=feature_id,
+        levels=levels,
+        source=source,
+        since=_parse_time(since, "since"),
+        until=_parse_time(until, "until"),
+        pattern=q,
+        request_id=request_id,
+    )
+
+
 def entry_view(row: dict[str, Any]) -> dict[str, Any]:
     view = dict(row)
     view["cursor"] = str(view.pop("seq"))
@@ -423,12 +357,8 @@ async def list_logs(
     return await (await conn.execute(query)).fetchall()
 
 
-def _neutralised(column: LiteralString) -> sql.Composable:
-    return sql.SQL(
-        # Quotes before a formula character count too ('=x becomes ''=x), so dropping one
-        # leading quote wherever quotes precede such a character undoes it exactly.
-        "CASE WHEN {c} ~ E'^''*[=+@\\t\\r-]' THEN '''' || {c} ELSE {c} END AS {c}"
-    ).format(c=sql.Identifier(column))
+def _neutralised(column: str) -> sql.Composable:
+    return queries()["neutralised_column"].format(column=sql.Identifier(column))
 
 
 def export_statement(
@@ -449,33 +379,11 @@ def export_statement(
             select = sql.SQL("SELECT {} FROM ({}) t").format(
                 sql.SQL(", ").join(text_columns), select
             )
-        return sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(select)
-    # One JSON object per line. CSV format with quote/delimiter bytes that JSON always
-    # escapes turns off COPY's own escaping, so each line is exactly row_to_json's text.
-    return sql.SQL(
-        "COPY (SELECT row_to_json(t) FROM ({}) t) TO STDOUT "
-        "WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')"
-    ).format(select)
+        return queries()["export_csv"].format(select=select)
+    return queries()["export_json"].format(select=select)
 
 
-EXPORT_COLUMNS = (
-    "id",
-    "timestamp",
-    "level",
-    "message",
-    "source",
-    "feature",
-    "request_id",
-    "model",
-    "latency_ms",
-    "tokens_in",
-    "tokens_out",
-    "cost",
-    "status",
-    "attributes",
-    "cursor",
-    "committed_at",
-)
+EXPORT_COLUMNS = (*FIELDS, "cursor", "committed_at")
 
 
 EXPORT_BLOCK_BYTES = 64 * 1024
@@ -535,22 +443,13 @@ async def maintain(
             day = datetime.strptime(part["name"].removeprefix("logs_p"), "%Y%m%d").date()
             if day + timedelta(days=1) > cutoff:
                 continue
-            name = sql.Identifier(part["name"])
+            partition = sql.Identifier(part["name"])
+            day_ended = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
             await conn.execute(
-                sql.SQL(
-                    "INSERT INTO log_expired (organization_id, max_seq, before) "
-                    "SELECT organization_id, max(seq), {} FROM {} GROUP BY organization_id "
-                    "ON CONFLICT (organization_id) DO UPDATE SET "
-                    "max_seq = greatest(log_expired.max_seq, excluded.max_seq), "
-                    "before = greatest(log_expired.before, excluded.before)"
-                ).format(
-                    sql.Literal(
-                        datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
-                    ),
-                    name,
-                )
+                queries()["expire_log_partition"].format(partition=partition),
+                {"before": day_ended},
             )
-            await conn.execute(sql.SQL("DROP TABLE {}").format(name))
+            await conn.execute(queries()["drop_log_partition"].format(partition=partition))
             partitions.known.discard(day)
             dropped.append(part["name"])
     return dropped

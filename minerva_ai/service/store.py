@@ -11,12 +11,12 @@ import orjson
 from psycopg import AsyncConnection
 from psycopg.types.json import Json
 
+from minerva_ai.core.settings_diff import diff_settings
 from minerva_ai.service.db import Row, queries
-from minerva_ai.service.deps import Principal
 from minerva_ai.service.errors import ApiError, not_found
 from minerva_ai.service.feature_settings import empty_settings
+from minerva_ai.service.principal import Principal
 from minerva_ai.service.tokens import token_insert
-from minerva_ai.settings_diff import diff_settings
 
 Conn = AsyncConnection[Row]
 

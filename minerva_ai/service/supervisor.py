@@ -30,7 +30,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
-from minerva_ai.errors import ConfigError, MinervaError, UsageError
+from minerva_ai.core.errors import ConfigError, MinervaError, UsageError
 from minerva_ai.service import embedded
 from minerva_ai.service.home import (
     HomeLock,
@@ -44,7 +44,7 @@ from minerva_ai.service.home import (
 if TYPE_CHECKING:
     import uvicorn
 
-    from minerva_ai.config import Profile
+    from minerva_ai.core.profiles import Profile
 
 APP = "minerva_ai.service.app:create_app"
 WORKER_FLAG = "--worker-fd"
@@ -198,15 +198,15 @@ def write_local_profile(database_url: str, home: Path, url: str) -> tuple[str, P
 
     Its token is kept while it is still valid, else a new admin token is issued.
     """
-    from minerva_ai import config as cli_config
+    from minerva_ai.core import profiles as profile_store
     from minerva_ai.service import admin
 
-    directory = cli_config.config_path().parent
+    directory = profile_store.config_path().parent
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Servers of two homes starting at once must not both pick the free name `local`.
     with open(directory / ".server-profile.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        profiles = cli_config.load_config().profiles
+        profiles = profile_store.load_config().profiles
         name = profile_name_for(profiles, home)
         stored = profiles[name].token if name in profiles else None
         token = stored if stored and admin.token_is_valid(database_url, stored) else None
@@ -214,8 +214,8 @@ def write_local_profile(database_url: str, home: Path, url: str) -> tuple[str, P
             token = admin.create_token(
                 database_url, admin.DEFAULT_ORGANIZATION, ["admin"], name="local profile"
             ).token
-        path = cli_config.save_profile(name, url=url, token=token, home=str(home))
-    return name, path, cli_config.load_config(path).current_profile == name
+        path = profile_store.save_profile(name, url=url, token=token, home=str(home))
+    return name, path, profile_store.load_config(path).current_profile == name
 
 
 def examples_dir() -> Path:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from minerva_ai.config import config_path
+from minerva_ai.core.profiles import config_path
 from tests.commands.conftest import Run, invoke, run_process
 from tests.conftest import LiveService
 

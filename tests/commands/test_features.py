@@ -13,9 +13,9 @@ import pytest
 import yaml
 from click.testing import Result
 
+from minerva_ai.cli.settings_edit import parse_assignment, update_settings
 from minerva_ai.client import Client
-from minerva_ai.errors import ConflictError
-from minerva_ai.settings_edit import parse_assignment, update_settings
+from minerva_ai.core.errors import ConflictError
 from tests.commands.conftest import Run
 from tests.conftest import LiveService
 

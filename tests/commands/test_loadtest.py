@@ -18,13 +18,13 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
+from minerva_ai.core.protocol import API_PREFIX
 from minerva_ai.service import admin
 from tests.commands.conftest import MINERVA_AI, Run, invoke
 from tests.commands.test_main import closed_port
 from tests.conftest import REPO, LiveService
 from tests.loadtest.test_engine import LoopbackServer
 
-API = "/api/platform/ai-management"
 DEMO = REPO / "examples" / "scenarios" / "demo.yaml"
 JOURNEY = REPO / "examples" / "scenarios" / "journey.yaml"
 PERCENTILES = {"min", "avg", "p50", "p90", "p95", "p99", "max"}
@@ -136,7 +136,7 @@ def test_a_failed_threshold_exits_1_and_is_marked(run: Run, tmp_path: Path) -> N
 
 def test_two_workers_merge_counts_exactly(run: Run) -> None:
     result = run(
-        "load-test", "--get", f"{API}/features", "--users", "4", "--workers", "2",
+        "load-test", "--get", f"{API_PREFIX}/features", "--users", "4", "--workers", "2",
         "--max-requests", "120", "--duration", "30s", "--think-time", "0", "-o", "json",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
@@ -145,7 +145,7 @@ def test_two_workers_merge_counts_exactly(run: Run) -> None:
     assert generator["workers"] == 2
     assert sum(generator["worker_requests"]) == report["http_reqs"]["count"] == 120
     assert generator["worker_requests"] == [60, 60]
-    assert report["steps"][f"GET {API}/features"]["http_reqs"]["count"] == 120
+    assert report["steps"][f"GET {API_PREFIX}/features"]["http_reqs"]["count"] == 120
     assert report["http_req_failed"]["count"] == 0
     assert report["duration_s"] < 30
 
@@ -154,7 +154,7 @@ def test_workers_report_progress_together(run: Run) -> None:
     """With -v off a terminal, the progress line comes every second or so: the users of both
     workers, summed."""
     result = run(
-        "-v", "load-test", "--get", f"{API}/features", "--users", "4", "--workers", "2",
+        "-v", "load-test", "--get", f"{API_PREFIX}/features", "--users", "4", "--workers", "2",
         "--duration", "4s", "--think-time", "0.05s", "-o", "json",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
@@ -239,11 +239,11 @@ def test_the_first_error_of_each_kind_is_shown(run: Run) -> None:
     """A token the service does not know: every request fails with 401, and the summary
     says so in the service's words instead of only counting."""
     result = run(
-        "load-test", "--get", f"{API}/features", "--users", "1", "--max-requests", "3",
+        "load-test", "--get", f"{API_PREFIX}/features", "--users", "1", "--max-requests", "3",
         "--duration", "10s", "--think-time", "0", MINERVA_TOKEN="mnv_" + "x" * 43,
     )  # fmt: skip
     assert result.exit_code == 1, result.stderr
-    assert f"  first status error: GET {API}/features answered 401: " in result.stdout
+    assert f"  first status error: GET {API_PREFIX}/features answered 401: " in result.stdout
     assert "http_req_failed .... 3  (100.00%)" in result.stdout
     assert "x" * 43 not in result.stdout + result.stderr
 

@@ -6,14 +6,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 
 import pytest
 
 from minerva_ai import __version__
 from minerva_ai.commands import main
 from tests.commands.conftest import MINERVA_AI, Run, invoke, run_process
-from tests.conftest import LiveService
+from tests.conftest import LiveService, loaded_by
 
 
 def closed_port() -> int:
@@ -54,18 +53,35 @@ def test_version() -> None:
 
 def test_help_and_version_import_neither_httpx_nor_orjson_nor_the_service() -> None:
     code = (
-        "import sys\n"
         "from minerva_ai.commands.main import cli\n"
         "for args in (['--help'], ['--version']):\n"
         "    try:\n"
         "        cli.main(args, prog_name='minerva-ai')\n"
         "    except SystemExit:\n"
         "        pass\n"
-        "heavy = ('httpx', 'orjson', 'fastapi', 'yaml', 'tabulate', 'websockets', 'platformdirs')\n"
-        "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.splitlines()[-1] == "[]"
+    heavy = ("httpx", "orjson", "fastapi", "yaml", "tabulate", "websockets", "platformdirs")
+    assert loaded_by(code, heavy) == []
+
+
+def test_the_client_and_the_cli_import_nothing_of_the_server_stack() -> None:
+    """The base install (no `[server]` extra) is the client and the CLI: every module of
+    them, and `--help`, must work without FastAPI, psycopg, Redis or uvicorn."""
+    code = (
+        "import importlib, pkgutil\n"
+        "import minerva_ai.cli, minerva_ai.client, minerva_ai.commands\n"
+        "from minerva_ai.client import AsyncClient, Client\n"
+        "for package in (minerva_ai.cli, minerva_ai.client, minerva_ai.commands):\n"
+        "    for module in pkgutil.iter_modules(package.__path__, package.__name__ + '.'):\n"
+        "        importlib.import_module(module.name)\n"
+        "from minerva_ai.commands.main import cli\n"
+        "try:\n"
+        "    cli.main(['--help'], prog_name='minerva-ai')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+    )
+    server = ("fastapi", "starlette", "uvicorn", "psycopg", "psycopg_pool", "redis")
+    assert loaded_by(code, server) == []
 
 
 def test_lazy_help_matches_the_commands_own_help() -> None:

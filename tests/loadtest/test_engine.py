@@ -14,6 +14,7 @@ from minerva_ai.loadtest.engine import LoadConfig, Runner, RunResult, open_loop
 from minerva_ai.loadtest.http import Connection, Response, Target
 from minerva_ai.loadtest.scenario import Scenario, get_scenario, parse_scenario
 from minerva_ai.loadtest.stats import StepStats, percentile_ms
+from tests.conftest import loaded_by
 
 
 class FakeClock:
@@ -459,3 +460,9 @@ def test_a_websocket_that_cannot_connect_says_why() -> None:
     reason = feed.samples["websocket"]
     assert reason.startswith("connect ws://127.0.0.1:") and "/websocket: " in reason
     assert len(reason.split("/websocket: ", 1)[1]) > 0
+
+
+def test_the_load_test_loads_neither_httpx_nor_the_client_classes() -> None:
+    """Workers start fast: the engine uses only the client's WebSocket helpers."""
+    code = "from minerva_ai.loadtest import engine, prepare, report, workers"
+    assert loaded_by(code, ("httpx", "minerva_ai.client.http")) == []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from minerva_ai.errors import UsageError
+from minerva_ai.core.errors import UsageError
 from minerva_ai.loadtest.scenario import (
     HttpStep,
     ThinkStep,

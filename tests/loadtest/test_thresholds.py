@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from minerva_ai.errors import UsageError
+from minerva_ai.core.errors import UsageError
 from minerva_ai.loadtest.stats import Stats
 from minerva_ai.loadtest.thresholds import parse_threshold
 

@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from minerva_ai.service.app import API_PREFIX, create_app
+from minerva_ai.core.protocol import API_PREFIX
+from minerva_ai.service.app import create_app
 from tests.conftest import LiveService
 from tests.service.conftest import (
     Org,

@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from minerva_ai import logregex
+from minerva_ai.core import logregex
 from minerva_ai.service.app import create_app
 from tests.conftest import LiveService, Servers, service_config
 from tests.service.conftest import (

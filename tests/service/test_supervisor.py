@@ -21,8 +21,9 @@ import httpx
 import psycopg
 import pytest
 
-from minerva_ai import config as cli_config
-from minerva_ai.errors import ConfigError, UsageError
+from minerva_ai.core import profiles as profile_store
+from minerva_ai.core.errors import ConfigError, UsageError
+from minerva_ai.core.protocol import API_PREFIX
 from minerva_ai.service import admin, embedded, supervisor
 from minerva_ai.service.home import (
     HomeInUseError,
@@ -37,8 +38,6 @@ from tests.conftest import (
     run_cli,
     wait_until,
 )
-
-API = "/api/platform/ai-management"
 
 
 def alive(pid: int) -> bool:
@@ -59,12 +58,12 @@ def redis_pid(home: Path) -> int:
 
 def features(url: str, token: str) -> httpx.Response:
     return httpx.get(
-        f"{url}{API}/features", headers={"Authorization": f"Bearer {token}"}, timeout=15
+        f"{url}{API_PREFIX}/features", headers={"Authorization": f"Bearer {token}"}, timeout=15
     )
 
 
-def local_profile() -> cli_config.Profile:
-    return cli_config.load_config().profiles["local"]
+def local_profile() -> profile_store.Profile:
+    return profile_store.load_config().profiles["local"]
 
 
 # ---------------------------------------------------------------- helpers of the supervisor
@@ -134,7 +133,7 @@ def test_the_profile_of_another_home_is_never_overwritten(home: Path, database_u
 
     name, _, current = supervisor.write_local_profile(database_url, home, "http://127.0.0.1:2")
     assert name.startswith("local-") and not current
-    profiles = cli_config.load_config().profiles
+    profiles = profile_store.load_config().profiles
     assert profiles["local"].url == "http://127.0.0.1:1"
     assert profiles["local"].home == str(other)
     assert profiles[name].home == str(home)
@@ -155,7 +154,7 @@ def test_restarting_on_another_port_updates_the_url_and_keeps_a_valid_token(
 
 def test_a_token_that_is_no_longer_valid_is_replaced(home: Path, database_url: str) -> None:
     admin.bootstrap(database_url)
-    cli_config.save_profile("local", url="http://127.0.0.1:1", token="mnv_gone", home=str(home))
+    profile_store.save_profile("local", url="http://127.0.0.1:1", token="mnv_gone", home=str(home))
     supervisor.write_local_profile(database_url, home, "http://127.0.0.1:1")
     token = local_profile().token
     assert token and token != "mnv_gone"
@@ -352,7 +351,8 @@ def test_a_second_instance_joins_with_the_urls_of_server_info(
 
     token = run_cli("server", "org", "create", "acme").stdout.strip()
     headers = {"Authorization": f"Bearer {token}"}
-    created = httpx.post(f"{first_url}{API}/features", json={"name": "tagger"}, headers=headers)
+    create_url = f"{first_url}{API_PREFIX}/features"
+    created = httpx.post(create_url, json={"name": "tagger"}, headers=headers)
     assert created.status_code == 201, created.text
     names = [feature["name"] for feature in features(second_url, token).json()["data"]]
     assert names == ["tagger"]
@@ -402,7 +402,7 @@ def test_sigterm_closes_websockets_with_1012_and_exits_promptly(
     server = start_server()
     url = server.wait_serving().replace("http://", "ws://")
     headers = {"Authorization": f"Bearer {local_profile().token}"}
-    with connect(f"{url}{API}/websocket", additional_headers=headers, open_timeout=15) as ws:
+    with connect(f"{url}{API_PREFIX}/websocket", additional_headers=headers, open_timeout=15) as ws:
         assert json.loads(ws.recv(timeout=15))["type"] == "authenticated"
         started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)

@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter
 
 from minerva_ai import __version__
+from minerva_ai.core.protocol import HEALTH_PATH
 from minerva_ai.service.deps import StateDep
 from minerva_ai.service.responses import JSONResponse
 from minerva_ai.service.schemas import Health
@@ -15,7 +16,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get(
-    "/api/health",
+    HEALTH_PATH,
     response_model=Health,
     responses={503: {"model": Health, "description": "PostgreSQL is unreachable."}},
 )

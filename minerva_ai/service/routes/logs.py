@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import StreamingResponse
 
-from minerva_ai import loglevels, logregex
-from minerva_ai.errors import UsageError
-from minerva_ai.service import logs, store
+from minerva_ai.core.protocol import ExportFormat
+from minerva_ai.service import logs
 from minerva_ai.service.apidoc import REF, answers, request_body
-from minerva_ai.service.deps import AppState, Principal, Reader, StateDep, scope
-from minerva_ai.service.errors import ApiError, refuse_nul
+from minerva_ai.service.deps import Principal, Reader, StateDep, scope
+from minerva_ai.service.errors import ApiError
 from minerva_ai.service.log_follow import Overflow
 from minerva_ai.service.responses import JSONResponse, dumps, ok
 from minerva_ai.service.schemas import Envelope, IngestResult, LogEntryIn, LogPage
@@ -54,83 +52,6 @@ EXPORT_CONTENT = {
 }
 
 
-def parse_cursor(value: str | None, name: str) -> int | None:
-    if value is None:
-        return None
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:
-        raise ApiError(
-            400,
-            f"{name} {value!r} is not a log cursor",
-            "bad_request",
-            [{"field": f"query parameter {name}", "message": "not a log cursor"}],
-        )
-    return int(value)
-
-
-def _parse_time(value: str | None, name: str) -> datetime | None:
-    if value is None:
-        return None
-    moment: datetime | None = None
-    try:
-        parsed = datetime.fromisoformat(value)
-        if parsed.tzinfo is not None:
-            # In UTC: PostgreSQL refuses offsets past 15:59 that Python reads (+22:51).
-            moment = parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
-        pass
-    if moment is None:
-        raise ApiError(
-            400,
-            f"{name} {value!r} must be an ISO 8601 time with an offset",
-            "bad_request",
-            [{"field": f"query parameter {name}", "message": "ISO 8601 with offset"}],
-        )
-    return moment
-
-
-async def log_filter(
-    state: AppState,
-    principal: Principal,
-    *,
-    feature: str | None,
-    level: str | None,
-    source: str | None,
-    since: str | None,
-    until: str | None,
-    q: str | None,
-    request_id: str | None,
-) -> logs.LogFilter:
-    """Turn query parameters (shared by every read path) into a LogFilter; 400 when bad."""
-    given = {"feature": feature, "source": source, "q": q, "request_id": request_id}
-    for name, value in given.items():
-        refuse_nul(value, f"query parameter {name}")
-    feature_id: uuid.UUID | None = None
-    if feature is not None:
-        async with state.pool.connection() as conn:
-            feature_id = (await store.get_feature(conn, principal.organization_id, feature))["id"]
-    try:
-        levels = tuple(loglevels.expand(level)) if level is not None else None
-        if q is not None:
-            logregex.check(q)
-    except UsageError as exc:
-        name = "level" if level is not None and "level" in str(exc) else "q"
-        raise ApiError(
-            400,
-            str(exc),
-            "bad_request",
-            [{"field": f"query parameter {name}", "message": str(exc)}],
-        ) from None
-    return logs.LogFilter(
-        feature_id=feature_id,
-        levels=levels,
-        source=source,
-        since=_parse_time(since, "since"),
-        until=_parse_time(until, "until"),
-        pattern=q,
-        request_id=request_id,
-    )
-
-
 async def query_filter(
     state: StateDep,
     principal: Reader,
@@ -143,8 +64,8 @@ async def query_filter(
     request_id: str | None = None,
 ) -> logs.LogFilter:
     """The filter query parameters of ``GET /logs`` and ``GET /logs/export``."""
-    return await log_filter(
-        state,
+    return await logs.log_filter(
+        state.pool,
         principal,
         feature=feature,
         level=level,
@@ -209,8 +130,8 @@ async def logs_list(
     after: LogCursor = None,
 ) -> JSONResponse:
     """Newest first (``cursor`` pages older); with ``after``, what committed since, oldest first."""
-    after_seq = parse_cursor(after, "after")
-    before_seq = parse_cursor(cursor, "cursor")
+    after_seq = logs.parse_cursor(after, "after")
+    before_seq = logs.parse_cursor(cursor, "cursor")
     head = after_seq
     async with state.pool.connection() as conn:
         if after_seq is not None:
@@ -282,7 +203,7 @@ async def logs_export(
     state: StateDep,
     principal: Reader,
     filters: QueryFilter,
-    format: Literal["json", "jsonl", "csv"] = "jsonl",
+    format: ExportFormat = "jsonl",
     csv_raw: Annotated[bool, Query(description="do not neutralise formula cells")] = False,
 ) -> StreamingResponse:
     """Every matching entry, oldest first, streamed in constant memory (COPY TO STDOUT)."""
@@ -345,8 +266,8 @@ async def logs_stream(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Server-sent events: `log` (id = cursor), `gap`, `overflow`; resume with Last-Event-ID."""
-    filters = await log_filter(  # no since/until: a stream follows from a cursor
-        state,
+    filters = await logs.log_filter(  # no since/until: a stream follows from a cursor
+        state.pool,
         principal,
         feature=feature,
         level=level,
@@ -356,7 +277,7 @@ async def logs_stream(
         q=q,
         request_id=request_id,
     )
-    start = parse_cursor(last_event_id or after, "after")
+    start = logs.parse_cursor(last_event_id or after, "after")
     org_id = principal.organization_id
     heartbeat = state.config.ws_heartbeat_s
     if start is None:

@@ -16,22 +16,24 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
+from minerva_ai.core.protocol import (
+    CLOSE_POLICY,
+    CLOSE_UNAUTHENTICATED,
+    FOLLOW_FILTERS,
+    LATER_CHANNELS,
+    LIVE_CHANNELS,
+)
 from minerva_ai.service import logs, store
 from minerva_ai.service.bus import Subscription
 from minerva_ai.service.deps import AppState, Principal, bearer_token, principal_for
 from minerva_ai.service.errors import ApiError
 from minerva_ai.service.log_follow import Overflow
 from minerva_ai.service.responses import dumps
-from minerva_ai.service.routes import logs as logs_routes
 
 router = APIRouter(tags=["realtime"])
 log = logging.getLogger("minerva_ai.service.websocket")
 
-CHANNELS = ("settings", "logs")
-LATER_CHANNELS = ("metrics", "alerts")
 LOG_BATCHES_QUEUED = 8  # per logs subscription; beyond it the client gets `overflow`
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_POLICY = 1008
 MAX_MESSAGE_BYTES = 64 * 1024
 
 
@@ -158,7 +160,7 @@ class Session:
         if channel in LATER_CHANNELS:
             self.error("unknown_channel", f"channel {channel!r} is not available yet")
             return
-        if channel not in CHANNELS:
+        if channel not in LIVE_CHANNELS:
             self.error("unknown_channel", f"unknown channel {channel!r} (try: settings, logs)")
             return
         ref = data.get("feature") or self.default_feature
@@ -218,24 +220,24 @@ class Session:
         if not isinstance(filters, dict) or (after is not None and not isinstance(after, str)):
             self.error("bad_message", "`filters` is an object and `after` a cursor string")
             return
-        unknown = sorted(set(filters) - {"level", "source", "q", "request_id"})
+        unknown = sorted(set(filters) - set(FOLLOW_FILTERS))
         if unknown:
             self.error(
                 "bad_message",
-                f"unknown filter {', '.join(unknown)} (allowed: level, source, q, request_id)",
+                f"unknown filter {', '.join(unknown)} (allowed: {', '.join(FOLLOW_FILTERS)})",
             )
             return
         org_id = self.principal.organization_id
         try:
-            log_filter = await logs_routes.log_filter(
-                self.state,
+            log_filter = await logs.log_filter(
+                self.state.pool,
                 self.principal,
                 feature=str(feature["id"]) if feature else None,
                 since=None,
                 until=None,
-                **{k: filters.get(k) for k in ("level", "source", "q", "request_id")},
+                **{k: filters.get(k) for k in FOLLOW_FILTERS},
             )
-            start = logs_routes.parse_cursor(after, "after")
+            start = logs.parse_cursor(after, "after")
             async with self.state.pool.connection() as conn:
                 if start is None:
                     start = await logs.current_cursor(conn, org_id)

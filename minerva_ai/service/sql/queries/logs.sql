@@ -91,3 +91,40 @@ SELECT greatest(
 
 -- name: expired_log_seq
 SELECT max_seq, before FROM log_expired WHERE organization_id = %(organization_id)s
+
+-- name: truncate_log_staging
+TRUNCATE log_staging
+
+-- name: partition_lock_timeout
+-- Creating a partition waits at most this long for its lock (an export may hold it).
+SET LOCAL lock_timeout = '10s'
+
+-- name: expire_log_partition
+-- Before a partition is dropped: per organization, the newest cursor it held and when its
+-- day ended, so that a follower behind it is told of the gap. The partition's name is an
+-- identifier composed in Python (psycopg.sql.Identifier).
+INSERT INTO log_expired (organization_id, max_seq, before)
+SELECT organization_id, max(seq), %(before)s::timestamptz
+FROM {partition}
+GROUP BY organization_id
+ON CONFLICT (organization_id) DO UPDATE SET
+    max_seq = greatest(log_expired.max_seq, excluded.max_seq),
+    before = greatest(log_expired.before, excluded.before)
+
+-- name: drop_log_partition
+DROP TABLE {partition}
+
+-- name: neutralised_column
+-- A CSV cell that a spreadsheet would run as a formula gets a leading quote. Quotes before
+-- a formula character count too ('=x becomes ''=x), so dropping one leading quote wherever
+-- quotes precede such a character undoes it exactly.
+CASE WHEN {column} ~ E'^''*[=+@\t\r-]' THEN '''' || {column} ELSE {column} END AS {column}
+
+-- name: export_csv
+COPY ({select}) TO STDOUT WITH (FORMAT csv, HEADER)
+
+-- name: export_json
+-- One JSON object per line. CSV format with quote and delimiter bytes that JSON always
+-- escapes turns off COPY's own escaping, so each line is exactly row_to_json's text.
+COPY (SELECT row_to_json(t) FROM ({select}) t) TO STDOUT
+WITH (FORMAT csv, QUOTE E'\x01', DELIMITER E'\x02')

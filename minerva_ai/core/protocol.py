@@ -1,0 +1,36 @@
+"""The wire protocol's names and numbers, shared by the client, the service and the load test.
+
+Standard library only and cheap to import: Click options use these tuples too. The
+documents they come from: docs/api/README.md and docs/api/websocket.md.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+API_PREFIX = "/api/platform/ai-management"
+HEALTH_PATH = "/api/health"
+WEBSOCKET_PATH = f"{API_PREFIX}/websocket"
+
+# WebSocket close codes: the service restarts (reconnect); not authenticated; policy
+# (a message over the size limit).
+CLOSE_RESTARTING = 1012
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_POLICY = 1008
+
+# WebSocket channels: those served now, and those named by the plan that the socket
+# refuses with `unknown_channel` until their capability lands.
+LIVE_CHANNELS = ("settings", "logs")
+LATER_CHANNELS = ("metrics", "alerts")
+CHANNELS = LIVE_CHANNELS + LATER_CHANNELS
+
+# The filters of `GET /logs`; a follower (WebSocket, SSE, polling) takes the subset that
+# does not bound time, since it starts from a cursor.
+LOG_FILTERS = ("feature", "level", "source", "since", "until", "q", "request_id")
+FOLLOW_FILTERS = ("level", "source", "q", "request_id")
+
+ExportFormat = Literal["json", "jsonl", "csv"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
+
+# How a follower reads the live log: `auto` tries the WebSocket, then SSE, then polling.
+TRANSPORTS = ("auto", "ws", "sse", "poll")
