@@ -73,6 +73,7 @@ def copy_statement(dbs: Databases, filters: logs.LogFilter, fmt: str) -> str:
     statement = logs.export_statement(uuid.UUID(dbs.organization_id), filters, fmt, False)
     with psycopg.connect(dbs.database_url) as conn:
         text = statement.as_string(conn)
+    text = re.sub(r"(?m)^\s*--.*\n", " ", text)  # the named queries' comment lines
     text = re.sub(r"--[^'\n]*\n", " ", text)  # comments end at a newline; psql wants one line
     return re.sub(r"\s*\n\s*", " ", text)
 
