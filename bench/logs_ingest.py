@@ -64,6 +64,7 @@ from logslib import (
 
 from minerva_ai.service import log_entries
 from minerva_ai.service.db import queries
+from minerva_ai.service.locks import Lock
 
 RATIO_GOAL = 0.8
 PROBE_EVERY = 100  # one entry in PROBE_EVERY is followed live
@@ -134,7 +135,10 @@ def raw_client(
                 with conn.cursor().copy(q["copy_log_staging"]) as copy:
                     for row in rows:
                         copy.write_row(row)
-                conn.execute(q["lock_org_log_commits"], {"organization_id": org_id})
+                conn.execute(
+                    q["lock_org_log_commits"],
+                    {"lock": Lock.LOG_COMMITS, "organization_id": org_id},
+                )
                 stored += len(conn.execute(q["insert_logs_from_staging"]).fetchall())
         end = time.monotonic()
         cpu = _usage() - cpu0

@@ -98,6 +98,35 @@ def server_info(state: State) -> None:
     state.output().item(info, [Column(key, key.upper()) for key in info])
 
 
+@server.command(name="jobs")
+@output_options
+@pass_state
+def server_jobs(state: State) -> None:
+    """List the background jobs: who leads each, until when, and how its last run went.
+
+    Each job runs on one instance at a time: the leader holds a lease in PostgreSQL,
+    renews it every third of MINERVA_JOB_LEASE (15 s), and another instance takes over
+    when it expires. HELD is false while no instance leads the job.
+    """
+    from minerva_ai.cli.output import Column
+    from minerva_ai.service import admin, home, supervisor
+
+    url = home.admin_database_url()
+    with supervisor.database_errors(url):
+        jobs = admin.job_status(url)
+    columns = [
+        Column("name", "JOB"),
+        Column("holder", "LEADER"),
+        Column("epoch", "EPOCH"),
+        Column("held", "HELD"),
+        Column("expires_at", "LEASE UNTIL", "time"),
+        Column("last_run_at", "LAST RUN", "time"),
+        Column("last_duration_ms", "MS"),
+        Column("last_error", "LAST ERROR"),
+    ]
+    state.output().items(jobs, columns)
+
+
 @server.command(name="stop")
 @click.option(
     "--timeout",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -15,6 +16,7 @@ import psycopg
 from minerva_ai.core.errors import ConfigError, UsageError
 from minerva_ai.service import db
 from minerva_ai.service.db import SchemaError
+from minerva_ai.service.locks import Lock
 from minerva_ai.service.tokens import IssuedToken, hash_token, invalid_scopes, token_insert
 
 __all__ = [
@@ -79,10 +81,16 @@ def create_token(
         return _issue(conn, org["id"], scopes, name or f"{'+'.join(scopes)} token")
 
 
+def job_status(database_url: str) -> list[dict[str, Any]]:
+    """Each background job's lease (service/jobs.py) and its last run."""
+    with db.connect(database_url) as conn:
+        return conn.execute(db.queries()["job_status"]).fetchall()
+
+
 def bootstrap(database_url: str) -> Organization:
     """Ensure the default organization exists (safe when several instances start at once)."""
     with db.connect(database_url) as conn, conn.transaction():
-        conn.execute(db.queries()["lock_bootstrap"])
+        conn.execute(db.queries()["lock_bootstrap"], {"lock": Lock.BOOTSTRAP})
         conn.execute(db.queries()["insert_organization"], {"name": DEFAULT_ORGANIZATION})
         row = conn.execute(
             db.queries()["get_organization_by_name"], {"name": DEFAULT_ORGANIZATION}

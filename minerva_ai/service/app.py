@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -23,6 +22,8 @@ from minerva_ai.service.bus import Bus
 from minerva_ai.service.config import ServiceConfig
 from minerva_ai.service.db import Row
 from minerva_ai.service.deps import AppState, nul_free
+from minerva_ai.service.jobs import Job, Jobs, Lease
+from minerva_ai.service.locks import JobName
 from minerva_ai.service.log_follow import FollowHub
 from minerva_ai.service.logs import maintain
 from minerva_ai.service.responses import JSONResponse, error_body
@@ -97,17 +98,19 @@ class _BodyTooLarge(Exception):
     pass
 
 
-async def _maintain_logs(state: AppState) -> None:
-    """Create tomorrow's log partitions and drop expired ones, now and every hour."""
-    while True:
-        try:
-            async with state.pool.connection() as conn:
-                dropped = await maintain(conn, state.partitions, state.config.log_retention)
-            if dropped:
-                log.info("log retention dropped %s", ", ".join(dropped))
-        except Exception as exc:  # the database may be down: try again next time
-            log.warning("log maintenance failed: %s", exc)
-        await asyncio.sleep(LOG_MAINTENANCE_EVERY_S)
+def background_jobs(state: AppState) -> list[Job]:
+    """The periodic work one instance does for all (service/jobs.py)."""
+
+    async def maintain_logs(lease: Lease) -> None:
+        # Tomorrow's log partitions, and retention's drops.
+        async with state.pool.connection() as conn:
+            dropped = await maintain(
+                conn, state.partitions, state.config.log_retention, fence=lease.fence
+            )
+        if dropped:
+            log.info("log retention dropped %s", ", ".join(dropped))
+
+    return [Job(JobName.LOG_MAINTENANCE, LOG_MAINTENANCE_EVERY_S, maintain_logs)]
 
 
 class Server(uvicorn.Server):
@@ -150,13 +153,13 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             config=config, pool=pool, bus=bus, follow=FollowHub(pool, bus, config.export_timeout_s)
         )
         app.state.minerva = state
-        maintenance = asyncio.create_task(_maintain_logs(state), name="log-maintenance")
+        jobs = Jobs(pool, background_jobs(state), ttl_s=config.job_lease_s)
+        jobs.start()
         try:
             yield
         finally:
             state.stopping.set()
-            maintenance.cancel()
-            await asyncio.gather(maintenance, return_exceptions=True)
+            await jobs.close()
             await state.follow.close()
             await bus.close()
             await pool.close()

@@ -43,6 +43,8 @@ class ServiceConfig:
     ws_auth_timeout_s: float = 10.0
     pool_max_size: int = 20
     log_retention: timedelta = timedelta(days=30)
+    # A job leader that stops renewing is replaced within this plus a third of it.
+    job_lease_s: float = 15.0
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
@@ -63,4 +65,5 @@ class ServiceConfig:
             ws_auth_timeout_s=_number("MINERVA_WS_AUTH_TIMEOUT", 10.0, 0.05),
             pool_max_size=int(_number("MINERVA_POOL_SIZE", 20, 2)),
             log_retention=_days("MINERVA_LOG_RETENTION", 30),
+            job_lease_s=_number("MINERVA_JOB_LEASE", 15.0, 0.5),
         )

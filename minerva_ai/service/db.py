@@ -12,9 +12,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from minerva_ai.core.errors import MinervaError
+from minerva_ai.service.locks import Lock
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
-_MIGRATION_LOCK = 0x6D696E657276  # pg_advisory_lock key shared by every instance
 
 Row = dict[str, Any]
 
@@ -64,7 +64,7 @@ def migrate(database_url: str) -> list[str]:
     """Apply pending migrations under an advisory lock; return the versions applied."""
     applied: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute("SELECT pg_advisory_lock(%s)", (Lock.MIGRATIONS,))
         try:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -79,7 +79,7 @@ def migrate(database_url: str) -> list[str]:
                     conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
                 applied.append(version)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+            conn.execute("SELECT pg_advisory_unlock(%s)", (Lock.MIGRATIONS,))
     return applied
 
 

@@ -24,6 +24,7 @@ from minerva_ai.core.errors import UsageError
 from minerva_ai.service import store
 from minerva_ai.service.db import Row, queries
 from minerva_ai.service.errors import ApiError, refuse_nul
+from minerva_ai.service.locks import Lock
 from minerva_ai.service.log_entries import FIELDS, Rejected, validate_entry
 from minerva_ai.service.principal import Principal
 
@@ -131,7 +132,7 @@ class Partitions:
             return
         async with conn.transaction():
             await conn.execute(queries()["partition_lock_timeout"])
-            await conn.execute(queries()["lock_log_partitions"])
+            await conn.execute(queries()["lock_log_partitions"], {"lock": Lock.LOG_PARTITIONS})
             for day in missing:
                 await conn.execute(queries()["ensure_log_partition"], {"day": day})
         self.known.update(missing)
@@ -176,7 +177,10 @@ async def ingest(
                 for row in chunk:
                     await copy.write_row(row)
             async with conn.pipeline():
-                await conn.execute(queries()["lock_org_log_commits"], {"organization_id": org_id})
+                await conn.execute(
+                    queries()["lock_org_log_commits"],
+                    {"lock": Lock.LOG_COMMITS, "organization_id": org_id},
+                )
                 inserted = await conn.execute(queries()["insert_logs_from_staging"])
                 await conn.execute("COMMIT")
         except BaseException:
@@ -425,20 +429,23 @@ async def expired_before(conn: Conn, org_id: uuid.UUID, cursor: int) -> datetime
 
 
 async def maintain(
-    conn: Conn, partitions: Partitions, retention: timedelta, days_ahead: int = 3
+    conn: Conn,
+    partitions: Partitions,
+    retention: timedelta,
+    fence: Callable[[Conn], Awaitable[None]],
+    days_ahead: int = 3,
 ) -> list[str]:
     """Create partitions ahead and drop those past retention; return the dropped ones.
 
-    Runs on every instance periodically; a try-lock makes one of them do the work.
+    The log-maintenance job's work: ``fence`` checks, inside the transaction that drops,
+    that this instance still leads the job (``jobs.Lease.fence``).
     """
     today = datetime.now(UTC).date()
     await partitions.ensure(conn, (today + timedelta(days=d) for d in range(days_ahead + 1)))
     cutoff = today - timedelta(days=retention.days)
     dropped: list[str] = []
     async with conn.transaction():
-        row = await (await conn.execute(queries()["try_lock_log_maintenance"])).fetchone()
-        if row is None or not row["locked"]:
-            return dropped
+        await fence(conn)
         for part in await (await conn.execute(queries()["list_log_partitions"])).fetchall():
             day = datetime.strptime(part["name"].removeprefix("logs_p"), "%Y%m%d").date()
             if day + timedelta(days=1) > cutoff:

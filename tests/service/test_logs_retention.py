@@ -14,9 +14,12 @@ import httpx
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from minerva_ai.service import admin
 from minerva_ai.service.app import create_app
+from minerva_ai.service.jobs import Fenced, take_lease
+from minerva_ai.service.locks import JobName
 from minerva_ai.service.logs import Partitions, maintain
 from tests.conftest import LiveService, Servers, service_config
 from tests.service.conftest import (
@@ -71,11 +74,23 @@ def partitions(database_url: str) -> list[str]:
 
 
 def run_maintain(database_url: str, retention: timedelta = RETENTION) -> list[str]:
+    """What the log-maintenance job does, as the leader of its lease."""
+
     async def run() -> list[str]:
-        async with await psycopg.AsyncConnection.connect(
-            database_url, autocommit=True, row_factory=dict_row
-        ) as conn:
-            return await maintain(conn, Partitions(), retention)
+        async with AsyncConnectionPool(
+            database_url,
+            min_size=1,
+            max_size=2,
+            open=False,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+        ) as pool:
+            lease = await take_lease(pool, JobName.LOG_MAINTENANCE, "test", ttl_s=60)
+            assert lease is not None
+            try:
+                async with pool.connection() as conn:
+                    return await maintain(conn, Partitions(), retention, fence=lease.fence)
+            finally:
+                await lease.release()
 
     return asyncio.run(run())
 
@@ -210,14 +225,31 @@ def test_a_follower_starting_now_is_not_told_of_a_gap(retained: Retained) -> Non
         assert all_after(theirs, "0")["gap"]["reason"] == "expired"  # a real gap, from 0
 
 
-def test_one_instance_at_a_time_drops_partitions(retained: Retained) -> None:
+def test_only_the_leader_of_the_job_drops_partitions(retained: Retained) -> None:
     service = retained.service
     old_rows(service.database_url, service.org_id, OLD_DAY, 1)
-    with psycopg.connect(service.database_url) as other_instance, other_instance.transaction():
-        other_instance.execute("SELECT pg_advisory_xact_lock(1835626103)")  # it is at work
-        assert run_maintain(service.database_url) == []
-        assert part(OLD_DAY) in partitions(service.database_url)
-    assert run_maintain(service.database_url) == [part(OLD_DAY)]
+
+    async def run() -> None:
+        async with AsyncConnectionPool(
+            service.database_url,
+            min_size=1,
+            max_size=2,
+            open=False,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+        ) as pool:
+            # an instance that led the job, then froze past its lease
+            stale = await take_lease(pool, JobName.LOG_MAINTENANCE, "stale", ttl_s=0.2)
+            assert stale is not None
+            while (leader := await take_lease(pool, JobName.LOG_MAINTENANCE, "new", 60)) is None:
+                await asyncio.sleep(0.05)
+            async with pool.connection() as conn:
+                with pytest.raises(Fenced):
+                    await maintain(conn, Partitions(), RETENTION, fence=stale.fence)
+                assert part(OLD_DAY) in partitions(service.database_url)
+                dropped = await maintain(conn, Partitions(), RETENTION, fence=leader.fence)
+            assert dropped == [part(OLD_DAY)]
+
+    asyncio.run(asyncio.wait_for(run(), 60))
 
 
 def test_a_starting_service_drops_what_is_past_retention(

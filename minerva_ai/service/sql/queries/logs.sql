@@ -45,7 +45,7 @@ COPY log_staging (ord, organization_id, feature_id, client_id, "timestamp", leve
                   attributes) FROM STDIN
 
 -- name: lock_org_log_commits
-SELECT pg_advisory_xact_lock(1835626101, hashtext(%(organization_id)s::text))
+SELECT pg_advisory_xact_lock(%(lock)s, hashtext(%(organization_id)s::text))
 
 -- name: insert_logs_from_staging
 INSERT INTO logs (organization_id, feature_id, seq, client_id, "timestamp", committed_at,
@@ -66,10 +66,7 @@ SELECT day FROM unnest(%(days)s::date[]) AS day
 WHERE to_regclass(format('logs_p%%s', to_char(day, 'YYYYMMDD'))) IS NOT NULL
 
 -- name: lock_log_partitions
-SELECT pg_advisory_xact_lock(1835626102)
-
--- name: try_lock_log_maintenance
-SELECT pg_try_advisory_xact_lock(1835626103) AS locked
+SELECT pg_advisory_xact_lock(%(lock)s)
 
 -- name: list_log_partitions
 SELECT c.relname AS name

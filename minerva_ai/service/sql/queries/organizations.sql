@@ -6,7 +6,7 @@ RETURNING id;
 
 -- name: lock_bootstrap
 -- Serialises the default organization's creation between instances starting at once.
-SELECT pg_advisory_xact_lock(120299591135863);
+SELECT pg_advisory_xact_lock(%(lock)s);
 
 -- name: get_organization
 SELECT id, name, created_at FROM organizations WHERE id = %(id)s;
