@@ -29,8 +29,8 @@ def server() -> None:
 
     One `server start` owns a home (MINERVA_HOME, default: the user data dir): it runs the
     embedded PostgreSQL and Redis there unless DATABASE_URL and REDIS_URL are set. The
-    admin commands (`migrate`, `org create`, `token create`) use DATABASE_URL, else the
-    database of the server running for the home.
+    admin commands (`migrate`, `jobs`, `org create`, `token create`) use DATABASE_URL,
+    else the database of the server running for the home.
 
     \b
     Exit codes of these commands:

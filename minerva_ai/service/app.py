@@ -153,7 +153,9 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             config=config, pool=pool, bus=bus, follow=FollowHub(pool, bus, config.export_timeout_s)
         )
         app.state.minerva = state
-        jobs = Jobs(pool, background_jobs(state), ttl_s=config.job_lease_s)
+        jobs = Jobs(
+            pool, background_jobs(state) if config.run_jobs else [], ttl_s=config.job_lease_s
+        )
         jobs.start()
         try:
             yield

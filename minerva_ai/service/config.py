@@ -22,6 +22,17 @@ def _number(name: str, default: float, minimum: float = 0) -> float:
     return value
 
 
+def _switch(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "on", "yes"):
+        return True
+    if raw in ("0", "false", "off", "no"):
+        return False
+    raise ConfigError(f"{name}={os.environ[name]!r} must be on or off")
+
+
 def _days(name: str, default: int) -> timedelta:
     """A whole number of days, as ``30`` or ``30d`` (logs are kept in daily partitions)."""
     raw = os.environ.get(name, "").strip().lower().removesuffix("d")
@@ -45,6 +56,8 @@ class ServiceConfig:
     log_retention: timedelta = timedelta(days=30)
     # A job leader that stops renewing is replaced within this plus a third of it.
     job_lease_s: float = 15.0
+    # Off: this instance never leads a background job (others must run them).
+    run_jobs: bool = True
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
@@ -66,4 +79,5 @@ class ServiceConfig:
             pool_max_size=int(_number("MINERVA_POOL_SIZE", 20, 2)),
             log_retention=_days("MINERVA_LOG_RETENTION", 30),
             job_lease_s=_number("MINERVA_JOB_LEASE", 15.0, 0.5),
+            run_jobs=_switch("MINERVA_JOBS", True),
         )
