@@ -51,8 +51,10 @@ async def watch_settings(
 ) -> AsyncIterator[JSON]:
     """Yield each new settings version of ``feature`` (``settings_update`` data), in order.
 
-    After each (re)subscription the current settings are fetched over HTTP: a version
-    published while the socket was down is yielded then; versions are never repeated.
+    After each (re)subscription, and when the service says updates were lost
+    (``overflow``: this watcher read too slowly, or the service lost Redis for a while),
+    the current settings are fetched over HTTP: a version published meanwhile is yielded
+    then; versions are never repeated.
     """
     url = client.websocket_url(feature)
     subscribe = websocket.subscription("settings", feature=feature)
@@ -66,11 +68,14 @@ async def watch_settings(
                 await socket.send(subscribe)
                 async for raw in socket:
                     kind, data = websocket.websocket_message(raw)
-                    if kind == "subscribed":
-                        pause = Backoff(float("inf"))
-                        keys = tuple(
-                            {feature, str(data.get("feature_id")), str(data.get("feature"))}
-                        )
+                    if kind in ("subscribed", "overflow"):
+                        # (Re)subscribed, or updates were lost on the way (the service says
+                        # `overflow`): what is current now comes over HTTP.
+                        if kind == "subscribed":
+                            pause = Backoff(float("inf"))
+                            keys = tuple(
+                                {feature, str(data.get("feature_id")), str(data.get("feature"))}
+                            )
                         current = await client.get_settings(feature)
                         if last_version is None or current["version"] > last_version:
                             caught_up = last_version is not None

@@ -18,11 +18,9 @@ CLOSE_RESTARTING = 1012
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_POLICY = 1008
 
-# WebSocket channels: those served now, and those named by the plan that the socket
-# refuses with `unknown_channel` until their capability lands.
-LIVE_CHANNELS = ("settings", "logs")
-LATER_CHANNELS = ("metrics", "alerts")
-CHANNELS = LIVE_CHANNELS + LATER_CHANNELS
+# The WebSocket channels of the protocol (docs/api/websocket.md); a service answers
+# `unknown_channel` for one whose capability it does not have yet (metrics, alerts).
+CHANNELS = ("settings", "logs", "metrics", "alerts")
 
 # The filters of `GET /logs`; a follower (WebSocket, SSE, polling) takes the subset that
 # does not bound time, since it starts from a cursor.

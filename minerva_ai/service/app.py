@@ -23,6 +23,7 @@ from minerva_ai.service.config import ServiceConfig
 from minerva_ai.service.db import Row
 from minerva_ai.service.deps import AppState, nul_free
 from minerva_ai.service.jobs import Job, Jobs, Lease
+from minerva_ai.service.live_tokens import LiveTokens
 from minerva_ai.service.locks import JobName
 from minerva_ai.service.log_follow import FollowHub
 from minerva_ai.service.logs import maintain
@@ -150,8 +151,13 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         bus = Bus(config.redis_url)
         await bus.start()
         state = AppState(
-            config=config, pool=pool, bus=bus, follow=FollowHub(pool, bus, config.export_timeout_s)
+            config=config,
+            pool=pool,
+            bus=bus,
+            follow=FollowHub(pool, bus, config.export_timeout_s),
+            live=LiveTokens(pool, bus, config.token_recheck_s),
         )
+        state.live.start()
         app.state.minerva = state
         jobs = Jobs(
             pool, background_jobs(state) if config.run_jobs else [], ttl_s=config.job_lease_s
@@ -162,6 +168,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         finally:
             state.stopping.set()
             await jobs.close()
+            await state.live.close()
             await state.follow.close()
             await bus.close()
             await pool.close()

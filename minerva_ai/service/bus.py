@@ -27,7 +27,13 @@ PREFIX = "minerva:"
 
 
 class Subscription:
-    """A bounded queue of events for one topic; ``overflowed`` is set when it filled up."""
+    """A bounded queue of events for one topic.
+
+    ``overflowed`` is set when events were lost: the queue filled up, or the bus lost
+    Redis for a while (what other instances published meanwhile never arrived). The
+    consumer then says so to its client, which reads the current state again; ``get()``
+    returns ``None`` to wake a consumer that waits on an empty queue.
+    """
 
     def __init__(self, bus: Bus, topic: str, maxsize: int) -> None:
         self.bus = bus
@@ -40,6 +46,17 @@ class Subscription:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
             self.overflowed = True
+
+    def lost(self) -> None:
+        self.overflowed = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(None)
+
+    def reset(self) -> None:
+        """Forget what is queued: the consumer is about to have its client read afresh."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.overflowed = False
 
     async def get(self) -> Any:
         return await self.queue.get()
@@ -59,6 +76,7 @@ class Bus:
         self._listener: asyncio.Task[None] | None = None
         self._first_attempt = asyncio.Event()
         self.connected = False
+        self._was_connected = False
 
     async def start(self, timeout: float = 5.0) -> None:
         """Start listening; return once subscribed (or once Redis has refused, or timeout),
@@ -133,6 +151,11 @@ class Bus:
                     break
             self.connected = True
             self._first_attempt.set()
+            if self._was_connected:  # back after a loss: what was published meanwhile is gone
+                for subs in list(self._subscribers.values()):
+                    for sub in list(subs):
+                        sub.lost()
+            self._was_connected = True
             async for message in self._messages(pubsub):
                 topic = message["channel"].decode().removeprefix(PREFIX)
                 if topic in self._subscribers:

@@ -58,6 +58,8 @@ class ServiceConfig:
     job_lease_s: float = 15.0
     # Off: this instance never leads a background job (others must run them).
     run_jobs: bool = True
+    # A revoked token's live streams end within this even when Redis is down (at once else).
+    token_recheck_s: float = 10.0
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
@@ -80,4 +82,5 @@ class ServiceConfig:
             log_retention=_days("MINERVA_LOG_RETENTION", 30),
             job_lease_s=_number("MINERVA_JOB_LEASE", 15.0, 0.5),
             run_jobs=_switch("MINERVA_JOBS", True),
+            token_recheck_s=_number("MINERVA_TOKEN_RECHECK", 10.0, 0.1),
         )

@@ -15,6 +15,7 @@ from minerva_ai.service.bus import Bus
 from minerva_ai.service.config import ServiceConfig
 from minerva_ai.service.db import Row, queries
 from minerva_ai.service.errors import ApiError, refuse_nul
+from minerva_ai.service.live_tokens import LiveTokens
 from minerva_ai.service.log_follow import FollowHub
 from minerva_ai.service.logs import Partitions
 from minerva_ai.service.principal import Principal as Principal  # the routes' import
@@ -29,6 +30,7 @@ class AppState:
     pool: AsyncConnectionPool[AsyncConnection[Row]]
     bus: Bus
     follow: FollowHub
+    live: LiveTokens
     partitions: Partitions = field(default_factory=Partitions)
     # Set when the server starts shutting down: streams end instead of holding it up.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)

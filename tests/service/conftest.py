@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -314,3 +316,49 @@ def serving(app: Any) -> Iterator[str]:
     """
     with ThreadedServer(app) as url:  # ThreadedServer builds every route before it answers
         yield url
+
+
+class RestartableRedis:
+    """A Redis of this test's own on a fixed loopback port, to stop and start again."""
+
+    def __init__(self, tmp: Any) -> None:
+        from minerva_ai.service.embedded import free_port, redis_server_binary
+
+        self.port = free_port()
+        self.binary = str(redis_server_binary())
+        self.dir = str(tmp)
+        self.process: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import subprocess
+
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                assert time.monotonic() < deadline, "redis did not start"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(WAIT)

@@ -27,6 +27,7 @@ from tests.conftest import LiveService, Servers, ThreadedServer, service_config
 from tests.service.conftest import (
     WAIT,
     Org,
+    RestartableRedis,
     all_logs,
     create_feature,
     expect,
@@ -748,52 +749,6 @@ def test_shutdown_ends_sse_streams_promptly_and_closes_sockets_with_1012(
     asyncio.run(scenario())
     server.thread.join(30)
     assert not server.thread.is_alive()
-
-
-class RestartableRedis:
-    """A Redis of this test's own on a fixed loopback port, to stop and start again."""
-
-    def __init__(self, tmp: Any) -> None:
-        from minerva_ai.service.embedded import free_port, redis_server_binary
-
-        self.port = free_port()
-        self.binary = str(redis_server_binary())
-        self.dir = str(tmp)
-        self.process: Any = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import subprocess
-
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--dir",
-                self.dir,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + WAIT
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                assert time.monotonic() < deadline, "redis did not start"
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(WAIT)
 
 
 def test_redis_going_away_and_coming_back_loses_nothing(

@@ -15,11 +15,13 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from minerva_ai.client import AsyncClient
 from minerva_ai.service.app import create_app
 from tests.conftest import LiveService, Servers, ThreadedServer, service_config
 from tests.service.conftest import (
     WAIT,
     Org,
+    RestartableRedis,
     create_feature,
     expect,
     new_org,
@@ -436,3 +438,112 @@ def test_shutdown_closes_sockets_with_1012(org: Org, tagger: Any) -> None:
     assert not server.thread.is_alive()
     with pytest.raises(httpx.ConnectError):
         httpx.get(url + "/api/health")
+
+
+def test_a_scope_too_weak_is_an_error_and_the_socket_lives_on(org: Org, tagger: Any) -> None:
+    ingest_only = org.make_token(["ingest"])
+
+    async def scenario() -> None:
+        async with ws_open(org.service, ingest_only) as ws:
+            await expect(ws, "authenticated")
+            await send(ws, "subscribe", channel="settings", feature="tagger")
+            assert (await expect(ws, "error"))["code"] == "forbidden"
+            await send(ws, "ping")
+            await expect(ws, "pong")
+
+    asyncio.run(scenario())
+
+
+# Settings updates are never dropped silently
+
+
+def watcher(url: str, token: str) -> tuple[AsyncClient, asyncio.Event]:
+    """A client whose event is set once a watch has subscribed (it then reads the settings
+    over HTTP: what is written after that is an update)."""
+    subscribed = asyncio.Event()
+
+    def log(message: str) -> None:
+        if "/settings ->" in message:
+            subscribed.set()
+
+    return AsyncClient(url, token, log=log), subscribed
+
+
+def test_a_settings_watcher_that_stops_reading_ends_with_the_latest_version(
+    org: Org, tagger: Any
+) -> None:
+    async def scenario() -> None:
+        client, subscribed = watcher(org.service.url, org.token)
+        async with client:
+            updates = client.watch_settings("tagger")
+            first = asyncio.create_task(anext(updates))
+            async with asyncio.timeout(WAIT):
+                await subscribed.wait()
+                await aput(org, "tagger", 1, limits(1))
+                assert (await first)["version"] == 2
+            # the watcher reads nothing while 300 versions are written
+            for version in range(2, 302):
+                await aput(org, "tagger", version, limits(version))
+            seen = []
+            async with asyncio.timeout(WAIT * 3):
+                while not seen or seen[-1] < 302:
+                    seen.append((await anext(updates))["version"])
+            assert seen == sorted(set(seen)), "a version was repeated or came out of order"
+            await updates.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_settings_watchers_catch_up_on_what_was_written_while_redis_was_down(
+    org: Org, tagger: Any, tmp_path: Any
+) -> None:
+    """Redis down: a write through instance B reaches only B's sockets. When A's bus is
+    back, A's settings subscribers get `overflow`, and a watcher reads the version."""
+    redis = RestartableRedis(tmp_path)
+    redis.start()
+    configs = [service_config(org.service.database_url, redis.url) for _ in "ab"]
+    apps = [create_app(config) for config in configs]
+    try:
+        with ThreadedServer(apps[0]) as url_a, ThreadedServer(apps[1]) as url_b:
+            buses = [app.state.minerva.bus for app in apps]
+            a, b = (
+                Org(
+                    LiveService(url, configs[0].database_url, redis.url, org.id, org.token, config),
+                    org.id,
+                    org.name,
+                    org.token,
+                )
+                for url, config in ((url_a, configs[0]), (url_b, configs[1]))
+            )
+
+            async def connected(up: bool) -> None:
+                while any(bus.connected is not up for bus in buses):
+                    await asyncio.sleep(0.02)
+
+            async def scenario() -> None:
+                client, watching = watcher(a.service.url, org.token)
+                async with client, ws_open(a.service, org.token) as ws:
+                    await expect(ws, "authenticated")
+                    await subscribed(ws, "tagger")
+                    updates = client.watch_settings("tagger")
+                    async with asyncio.timeout(WAIT):
+                        await connected(True)
+                        first = asyncio.create_task(anext(updates))
+                        await watching.wait()
+                        await aput(b, "tagger", 1, limits(1))
+                        assert (await first)["version"] == 2
+                        assert (await expect(ws, "settings_update"))["version"] == 2
+                        redis.stop()
+                        await connected(False)
+                        await aput(b, "tagger", 2, limits(2))  # B cannot tell A
+                        redis.start()
+                        await connected(True)
+                        lost = await expect(ws, "overflow")
+                        assert (lost["channel"], lost["feature"]) == ("settings", "tagger")
+                        assert (await anext(updates))["version"] == 3
+                    await updates.aclose()
+
+            asyncio.run(scenario())
+    finally:
+        if redis.process.poll() is None:
+            redis.stop()

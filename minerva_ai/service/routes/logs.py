@@ -291,6 +291,9 @@ async def logs_stream(
             yield sse_event("gap", {"reason": "expired", "before": expired})
         follow = state.follow.follow(org_id, filters, start)
         stopping = asyncio.ensure_future(state.stopping.wait())
+        revoked = asyncio.Event()  # the token was revoked, on any instance: the stream ends
+        unwatch = state.live.watch(principal.token_id, revoked.set)
+        ended = asyncio.ensure_future(revoked.wait())
         step: asyncio.Future[Any] | None = None
         last = start
         try:
@@ -298,9 +301,9 @@ async def logs_stream(
                 if step is None:
                     step = asyncio.ensure_future(anext(follow))
                 done, _ = await asyncio.wait(
-                    {step, stopping}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
+                    {step, stopping, ended}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
                 )
-                if stopping in done:
+                if stopping in done or ended in done:
                     return
                 if step not in done:
                     yield b": heartbeat\n\n"
@@ -313,7 +316,9 @@ async def logs_stream(
         except Overflow:
             yield sse_event("overflow", {"cursor": str(last)})
         finally:
+            unwatch()
             stopping.cancel()
+            ended.cancel()
             if step is not None:
                 step.cancel()
                 with contextlib.suppress(BaseException):

@@ -64,4 +64,5 @@ async def tokens_create(state: StateDep, principal: Admin, body: TokenCreate) ->
 async def tokens_revoke(state: StateDep, principal: Admin, token_id: str) -> JSONResponse:
     async with state.pool.connection() as conn:
         row = await store.revoke_token(conn, principal.organization_id, token_id)
+    await state.live.announce(row["id"])  # its WebSockets and SSE streams end, everywhere
     return ok({"id": row["id"], "revoked": True, "revoked_at": row["revoked_at"]})

@@ -22,3 +22,7 @@ ORDER BY created_at, id;
 UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now())
 WHERE id = %(id)s AND organization_id = %(organization_id)s
 RETURNING id, revoked_at;
+
+-- name: revoked_among
+-- Which of these tokens are revoked now: their live streams end.
+SELECT id FROM api_tokens WHERE id = ANY(%(ids)s) AND revoked_at IS NOT NULL;
