@@ -260,6 +260,44 @@ def settings_rollback(state: State, feature: str, version: int) -> None:
     _print_changes(state, diff_settings(before["settings"], after["settings"]), after)
 
 
+@features_settings.command(name="watch")
+@click.argument("feature")
+@output_options
+@pass_state
+def settings_watch(state: State, feature: str) -> None:
+    """Print each new version of a feature's settings as it is written, until Ctrl-C.
+
+    A line per version (`photo-tagging: settings version 5 by token 'ci'`); -o json, jsonl
+    or yaml print each settings object instead. A version written while the connection was
+    down, or while this reader fell behind, is printed once it is read again: the last
+    line is always the latest version, and none is printed twice.
+    """
+    import asyncio
+
+    from minerva_ai.client import AsyncClient
+
+    output = state.output()
+
+    def show(update: dict[str, Any]) -> None:
+        if output.format in ("json", "jsonl", "yaml"):
+            output.item(update, SETTINGS_FIELDS)
+        else:
+            author = (update.get("author") or {}).get("token_name")
+            by = f" by token {author!r}" if author else ""
+            output.write(f"{feature}: settings version {update['version']}{by}")
+        output.stream.flush()
+
+    async def run() -> None:
+        resolved = state.resolved()
+        log = state.debug if state.verbose else None
+        async with AsyncClient(resolved.url, resolved.token, log=log) as client:
+            state.info(f"# watching {feature}'s settings (Ctrl-C to stop)")
+            async for update in client.watch_settings(feature):
+                show(update)
+
+    asyncio.run(run())
+
+
 @features_settings.command(name="diff")
 @click.argument("feature")
 @click.argument("old_version", required=False, type=click.IntRange(min=1), metavar="[V1]")

@@ -5,6 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import queue
+import signal
+import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +22,7 @@ from minerva_ai.cli.settings_edit import parse_assignment, update_settings
 from minerva_ai.client import Client
 from minerva_ai.core.errors import ConflictError
 from tests.commands.conftest import Run
-from tests.conftest import LiveService
+from tests.conftest import MINERVA_AI, WAIT, LiveService
 
 
 def create(run: Run, *names: str) -> None:
@@ -420,3 +425,52 @@ def test_a_file_and_set_together(run: Run, tmp_path: Path) -> None:
         "requests_per_minute": 600,
         "tokens_per_minute": 1000,
     }
+
+
+def _lines(stream: Any) -> queue.Queue[str]:
+    """A pipe's lines, read by a thread of their own (so a test can wait with a bound)."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def test_settings_watch_prints_each_new_version_until_interrupted(
+    live_service: LiveService,
+) -> None:
+    headers = {"Authorization": f"Bearer {live_service.token}"}
+    with httpx.Client(base_url=live_service.api, headers=headers, timeout=WAIT) as http:
+        assert http.post("/features", json={"name": "tagger"}).status_code == 201
+        env = {**os.environ, "MINERVA_URL": live_service.url, "MINERVA_TOKEN": live_service.token}
+        with subprocess.Popen(
+            [MINERVA_AI, "-v", "features", "settings", "watch", "tagger", "-o", "jsonl"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        ) as watch:
+            try:
+                out, err = _lines(watch.stdout), _lines(watch.stderr)
+                # -v logs each request: once the current settings are read, it is subscribed
+                while "/settings ->" not in err.get(timeout=WAIT):
+                    pass
+                for version in range(1, 21):
+                    body = {
+                        "version": version,
+                        "settings": {"rate_limits": {"cost_per_day": version}},
+                    }
+                    assert http.put("/features/tagger/settings", json=body).status_code == 200
+                seen: list[int] = []
+                while not seen or seen[-1] < 21:
+                    update = json.loads(out.get(timeout=WAIT))
+                    seen.append(update["version"])
+                assert seen == sorted(set(seen))
+                assert update["settings"]["rate_limits"] == {"cost_per_day": 20}
+                watch.send_signal(signal.SIGINT)
+                assert watch.wait(WAIT) == 130
+            finally:
+                watch.kill()
