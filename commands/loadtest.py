@@ -50,11 +50,16 @@ def _rate(_ctx: click.Context, _param: click.Parameter, value: str | None) -> fl
 
 
 def _paths(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> Any:
+    from minerva_ai.loadtest.http import target_problem
+
     for path in value:
         if not path.startswith("/"):
             raise click.BadParameter(
                 f"{path!r}: a path relative to the service root, e.g. /api/health"
             )
+        problem = target_problem(path)
+        if problem:
+            raise click.BadParameter(f"{path!r}: {problem}")
     return list(value)
 
 
@@ -122,7 +127,8 @@ def _paths(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...])
     metavar="PATH",
     multiple=True,
     callback=_paths,
-    help="Instead of a scenario, GET these paths (repeatable), like hey or wrk.",
+    help="Instead of a scenario, GET these paths (repeatable), like hey or wrk; spaces and "
+    "non-ASCII characters are percent-encoded, escapes such as %2F kept.",
 )
 @click.option(
     "--think-time",

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 import orjson
 
 from minerva_ai.client.websocket import subscription, websocket_message
-from minerva_ai.loadtest.http import Connection, ConnectionFailed, Target
+from minerva_ai.loadtest.http import Connection, ConnectionFailed, Target, request_target
 from minerva_ai.loadtest.scenario import (
     HttpStep,
     Scenario,
@@ -454,9 +454,13 @@ class Runner:
 
     @staticmethod
     def _request_target(action: HttpStep, context: dict[str, Any]) -> str:
-        target: str = render(action.path, context)
+        """The path with its variables filled in, made a valid target (whatever a fetched
+        value holds: a CR or LF in it is sent as %0D or %0A, never as a line break), then
+        the ``query`` mapping, form-encoded."""
+        target = request_target(str(render(action.path, context)))
         if action.query:
-            target += "?" + urlencode(render(action.query, context), doseq=True)
+            query = urlencode(render(action.query, context), doseq=True)
+            target += ("&" if "?" in target else "?") + query
         return target
 
     def _connection_failed(self, reason: str) -> None:
@@ -473,7 +477,7 @@ class Runner:
         stats = self.stats.steps[step.name]
         scheme = "wss" if self.target.scheme == "https" else "ws"
         url = f"{scheme}://{self.target.host_header}{self.target.prefix}"
-        url += render(action.path, context)
+        url += request_target(str(render(action.path, context)))
         feature = {"feature": render(action.feature, context)} if action.feature else {}
         subscribed = failed = False
         try:

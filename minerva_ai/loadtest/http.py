@@ -3,7 +3,10 @@
 httpx tops out near 500 req/s (encode/httpx#3215), and asyncio's streams cost a few times
 what the exchange itself does; this does one thing, fast: send a request on an open
 connection and read the whole response (Content-Length, chunked, or up to the close),
-parsing the head in one pass over bytes.
+parsing the head in one pass over bytes. A body is kept up to ``MAX_BODY`` bytes and the
+rest read and dropped, so no response can fill the generator's memory. Request targets are
+made valid here too (``request_target``), and what cannot be sent is named
+(``target_problem``).
 """
 
 from __future__ import annotations
@@ -12,11 +15,48 @@ import asyncio
 import re
 from dataclasses import dataclass
 from typing import cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 MAX_HEAD = 64 * 1024
+MAX_BODY = 1024 * 1024  # a response body is kept up to this; the rest is read and dropped
+MAX_CHUNK_LINE = 4096
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
+
+# RFC 3986: what an origin-form target (path ["?" query]) may hold as it is, besides the
+# unreserved characters (which quote() always keeps) and percent-escapes (kept apart).
+TARGET_SAFE = "/?:@!$&'()*+,;="
+_ESCAPE = re.compile(r"(%[0-9A-Fa-f]{2})")
+_UNSENDABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # controls, lone surrogates
+_OUTSIDE_TARGET = re.compile(r"[^!-~]")  # a space, a control or a non-ASCII character
+
+
+def request_target(text: str) -> str:
+    """``text`` as a request target, what curl, httpx and k6 send for it: the fragment
+    (``#...``) dropped; percent-escapes (``%2F``) and the characters that give a target its
+    structure (``/ ? & = + : @`` ...) kept; anything else percent-encoded, non-ASCII as
+    UTF-8 (a space is ``%20``, ``é`` is ``%C3%A9``, a ``%`` without two hex digits ``%25``,
+    a control character such as LF ``%0A``)."""
+    pieces = _ESCAPE.split(text.partition("#")[0])
+    # split() with a group: the escapes are at the odd indexes, kept as they are.
+    return "".join(
+        piece if index % 2 else quote(piece, safe=TARGET_SAFE) for index, piece in enumerate(pieces)
+    )
+
+
+def target_problem(text: str) -> str | None:
+    """Why ``text``, typed as a path, cannot be a request target (a control character, as
+    a CR or LF that would end the request line, or a lone surrogate), or None."""
+    bad = _UNSENDABLE.search(text)
+    if bad is None:
+        return None
+    char = bad[0]
+    if "\ud800" <= char <= "\udfff":
+        return f"it holds U+{ord(char):04X}, a lone surrogate (bytes that are not UTF-8?)"
+    return (
+        f"it holds the control character U+{ord(char):04X}, which has no place in a "
+        f"request line (write {quote(char, safe='')} if you mean that byte)"
+    )
 
 
 class ConnectionFailed(Exception):
@@ -25,9 +65,13 @@ class ConnectionFailed(Exception):
 
 @dataclass(frozen=True)
 class Response:
+    """``body`` is at most ``MAX_BODY`` bytes (``truncated`` when the server sent more);
+    ``size`` counts every byte of the head and the body that was read."""
+
     status: int
     body: bytes
     size: int
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,7 +88,8 @@ class Target:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         port = parts.port or (443 if scheme == "https" else 80)
-        return cls(scheme, parts.hostname or "127.0.0.1", port, parts.path.rstrip("/"))
+        prefix = request_target(parts.path.rstrip("/"))
+        return cls(scheme, parts.hostname or "127.0.0.1", port, prefix)
 
     @property
     def host_header(self) -> str:
@@ -62,7 +107,11 @@ def _header(head: bytes, name: bytes) -> bytes | None:
 
 
 class _Exchange(asyncio.Protocol):
-    """One connection's parser: the response to the request in flight resolves ``waiter``."""
+    """One connection's parser: the response to the request in flight resolves ``waiter``.
+
+    The buffer holds at most a head, a chunk-size line or a body of up to ``MAX_BODY``
+    bytes (plus one read): a longer body (by its Content-Length, its chunks, or up to the
+    close) moves through ``body``, which keeps its first ``MAX_BODY`` bytes."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -79,7 +128,9 @@ class _Exchange(asyncio.Protocol):
         self.length: int | None = None
         self.chunked = False
         self.keep_alive = True
-        self.chunks: list[bytes] = []
+        self.body = bytearray()  # what is kept of a body that is not read in one piece
+        self.body_read = 0  # body bytes read, kept or dropped
+        self.chunk_left: int | None = None  # chunked: None before a chunk-size line
 
     def expect(self, waiter: asyncio.Future[tuple[Response, bool]], *, head_only: bool) -> None:
         self._reset(head_only=head_only)
@@ -111,7 +162,7 @@ class _Exchange(asyncio.Protocol):
         if self.waiter is None or self.waiter.done():
             return
         if self.status and self.length is None and not self.chunked and exc is None:
-            self._done(bytes(self.buffer), keep_alive=False)  # a body that runs to the close
+            self._done(keep_alive=False)  # a body that runs to the close
         else:
             self._fail(str(exc) if exc else "the server closed the connection")
 
@@ -122,10 +173,26 @@ class _Exchange(asyncio.Protocol):
             return
         if self.chunked:
             self._parse_chunks()
-        elif self.length is not None and len(self.buffer) >= self.length:
-            body = bytes(self.buffer[: self.length])
-            del self.buffer[: self.length]
-            self._done(body, self.keep_alive)
+        elif self.length is None:  # up to the close
+            self._consume(len(self.buffer))
+        elif self.length <= MAX_BODY:  # the common case: the body in one piece
+            if len(self.buffer) >= self.length:
+                self.body = self.buffer[: self.length]
+                self.body_read = self.length
+                del self.buffer[: self.length]
+                self._done(self.keep_alive)
+        else:
+            self._consume(min(self.length - self.body_read, len(self.buffer)))
+            if self.body_read == self.length:
+                self._done(self.keep_alive)
+
+    def _consume(self, count: int) -> None:
+        """Move ``count`` bytes of body out of the buffer: kept up to ``MAX_BODY``."""
+        room = MAX_BODY - len(self.body)
+        if room > 0:
+            self.body += self.buffer[: min(count, room)]
+        del self.buffer[:count]
+        self.body_read += count
 
     def _parse_head(self) -> bool:
         while True:
@@ -162,37 +229,58 @@ class _Exchange(asyncio.Protocol):
     def _parse_chunks(self) -> None:
         buffer = self.buffer
         while True:
-            line_end = buffer.find(b"\r\n")
-            if line_end < 0:
+            if self.chunk_left is None:  # a chunk-size line
+                line_end = buffer.find(b"\r\n")
+                if line_end < 0:
+                    if len(buffer) > MAX_CHUNK_LINE:
+                        raise ValueError(f"a chunk-size line over {MAX_CHUNK_LINE} bytes")
+                    return
+                field = bytes(buffer[:line_end]).split(b";", 1)[0].strip()
+                if not _HEX.fullmatch(field):
+                    raise ValueError(f"chunk size {field[:20]!r}")
+                size = int(field, 16)
+                if size == 0:
+                    self._parse_trailers(line_end)
+                    return
+                del buffer[: line_end + 2]
+                self.chunk_left = size
+            if self.chunk_left:  # the chunk's data, as much of it as has come
+                count = min(self.chunk_left, len(buffer))
+                self._consume(count)
+                self.chunk_left -= count
+                if self.chunk_left:
+                    return
+            if len(buffer) < 2:
                 return
-            field = bytes(buffer[:line_end]).split(b";", 1)[0].strip()
-            if not _HEX.fullmatch(field):
-                raise ValueError(f"chunk size {field[:20]!r}")
-            size = int(field, 16)
-            if size == 0:
-                if buffer[line_end + 2 : line_end + 4] == b"\r\n":
-                    end = line_end + 4
-                else:  # trailers, up to an empty line
-                    trailers = buffer.find(b"\r\n\r\n", line_end)
-                    if trailers < 0:
-                        return
-                    end = trailers + 4
-                del buffer[:end]
-                self._done(b"".join(self.chunks), self.keep_alive)
-                return
-            if len(buffer) < line_end + 2 + size + 2:
-                return
-            if buffer[line_end + 2 + size : line_end + 4 + size] != b"\r\n":
+            if buffer[:2] != b"\r\n":
                 raise ValueError("a chunk longer than its size")
-            self.chunks.append(bytes(buffer[line_end + 2 : line_end + 2 + size]))
-            del buffer[: line_end + 2 + size + 2]
+            del buffer[:2]
+            self.chunk_left = None
 
-    def _done(self, body: bytes, keep_alive: bool) -> None:
+    def _parse_trailers(self, line_end: int) -> None:
+        """After the last chunk's size line: an empty line, or trailers up to one."""
+        buffer = self.buffer
+        if buffer[line_end + 2 : line_end + 4] == b"\r\n":
+            end = line_end + 4
+        else:
+            trailers = buffer.find(b"\r\n\r\n", line_end)
+            if trailers < 0:
+                if len(buffer) > MAX_HEAD:
+                    raise ValueError(f"trailers over {MAX_HEAD} bytes")
+                return
+            end = trailers + 4
+        del buffer[:end]
+        self._done(self.keep_alive)
+
+    def _done(self, keep_alive: bool) -> None:
         if self.buffer:  # more than the response: never reuse a connection out of step
             keep_alive = False
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
-            response = Response(self.status, body, self.head_size + len(body))
+            body = bytes(self.body)
+            response = Response(
+                self.status, body, self.head_size + self.body_read, self.body_read > len(body)
+            )
             waiter.set_result((response, keep_alive))
 
     def _fail(self, reason: str) -> None:
@@ -237,7 +325,11 @@ class Connection:
     ) -> Response:
         """Send one request and read its response; ``ConnectionFailed`` on a broken socket,
         ``TimeoutError`` when the whole exchange (connecting included) takes over ``timeout``
-        seconds (the connection is then closed: it is mid-response)."""
+        seconds (the connection is then closed: it is mid-response). ``target`` is sent as
+        it is: pass it through ``request_target()`` first (a space, a control or a
+        non-ASCII character in it is a ``ValueError``, before anything is sent)."""
+        if _OUTSIDE_TARGET.search(target):
+            raise ValueError(f"not a request target: {target!r} (see request_target())")
         loop = asyncio.get_running_loop()
         if timeout is None:
             return await self._request(loop, method, target, body, content_type)

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from minerva_ai.core.errors import GateError, UnreachableError
-from minerva_ai.loadtest.http import Connection, ConnectionFailed, Target
+from minerva_ai.loadtest.http import MAX_BODY, Connection, ConnectionFailed, Target, request_target
 from minerva_ai.loadtest.scenario import Scenario
 
 
@@ -47,16 +47,22 @@ async def fetch_data(url: str, token: str | None, scenario: Scenario) -> dict[st
     connection = Connection(Target.from_url(url), headers)
     try:
         for name, source in scenario.data.items():
+            target = request_target(source.path)
             try:
-                response = await asyncio.wait_for(connection.request("GET", source.path), 30)
+                response = await asyncio.wait_for(connection.request("GET", target), 30)
             except (ConnectionFailed, TimeoutError) as exc:
                 raise UnreachableError(url, str(exc) or type(exc).__name__) from None
             if response.status != 200:
-                raise GateError(f"data {name!r}: GET {source.path} answered {response.status}")
+                raise GateError(f"data {name!r}: GET {target} answered {response.status}")
+            if response.truncated:
+                raise GateError(
+                    f"data {name!r}: GET {target} answered over {MAX_BODY >> 20} MiB "
+                    f"({response.size:,} bytes): narrow it with a query (a filter, a limit)"
+                )
             body = orjson.loads(response.body)
             items = body.get("data") if isinstance(body, dict) else body
             if not isinstance(items, list) or not items:
-                raise GateError(f"data {name!r}: GET {source.path} returned no items")
+                raise GateError(f"data {name!r}: GET {target} returned no items")
             if source.field:
                 items = [
                     i[source.field] for i in items if isinstance(i, dict) and source.field in i

@@ -32,6 +32,7 @@ import yaml
 from minerva_ai.core.errors import ConfigError, UsageError
 from minerva_ai.core.protocol import API_PREFIX, CHANNELS, WEBSOCKET_PATH
 from minerva_ai.core.timeparse import parse_duration
+from minerva_ai.loadtest.http import target_problem
 
 BUILTINS = ("now", "uuid", "user", "iteration")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -214,6 +215,9 @@ class _Loader:
         value = self.string(node, what)
         if not value.startswith("/"):
             raise self.fail(node, f"{what} must start with / (relative to the service root)")
+        problem = target_problem(value)
+        if problem:
+            raise self.fail(node, f"{what} {value!r}: {problem}")
         return value
 
 
@@ -250,11 +254,13 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
             scenario.think_time = parse_think_time(str(loader.value(top["think_time"])))
         except UsageError as exc:
             raise loader.fail(top["think_time"], str(exc)) from None
+    variable_nodes: dict[str, yaml.Node] = {}
     if "variables" in top:
         variables = loader.value(top["variables"])
         if not isinstance(variables, dict):
             raise loader.fail(top["variables"], "variables must be a mapping of name: value")
         scenario.variables = {str(k): v for k, v in variables.items()}
+        variable_nodes = {str(loader.value(k)): v for k, v in top["variables"].value}
     if "data" in top:
         scenario.data = _data(loader, top["data"])
     if "steps" not in top:
@@ -270,6 +276,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         if step.name in {s.name for s in scenario.steps}:
             raise loader.fail(node, f"two steps are named {step.name!r}")
         _check_variables(loader, node, step, known)
+        _check_path_variables(loader, node, step, scenario.variables, variable_nodes)
         scenario.steps.append(step)
     if scenario.flow == "weighted" and not any(
         s.weight > 0 and not isinstance(s.action, ThinkStep) for s in scenario.steps
@@ -367,6 +374,29 @@ def _check_variables(loader: _Loader, node: yaml.Node, step: Step, known: set[st
     for name in variables_in(texts):
         if name not in known:
             raise loader.fail(node, f"step {step.name!r} uses undefined variable ${{{name}}}")
+
+
+def _check_path_variables(
+    loader: _Loader,
+    node: yaml.Node,
+    step: Step,
+    variables: dict[str, Any],
+    nodes: dict[str, yaml.Node],
+) -> None:
+    """A variable put in a path must be sendable there, as the path itself must; the
+    error names the variable's line (the step's for a merged one), where the fix goes.
+    (Values fetched at run time are percent-encoded whatever they hold; ``query`` values
+    are form-encoded.)"""
+    action = step.action
+    if isinstance(action, ThinkStep):
+        return
+    for name in variables_in(action.path):
+        problem = target_problem(str(variables[name])) if name in variables else None
+        if problem:
+            raise loader.fail(
+                nodes.get(name, node),
+                f"variable {name!r} is in the path of step {step.name!r}: {problem}",
+            )
 
 
 def variables_in(value: Any) -> list[str]:

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -249,26 +249,115 @@ def test_the_first_error_of_each_kind_is_shown(run: Run) -> None:
 
 
 @contextmanager
-def vanishing_server(after: int) -> Iterator[str]:
-    """A loopback HTTP server, in a thread of its own, that goes away after ``after``
-    requests (listener and connections closed)."""
+def threaded_loopback(
+    on_request: Callable[[LoopbackServer], Awaitable[None]],
+) -> Iterator[tuple[str, LoopbackServer]]:
+    """A loopback HTTP server in a thread of its own (the CLI runs its own event loop):
+    its URL, and the server to read ``heads`` from once the block is left."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-
-    async def vanish(server: LoopbackServer) -> None:
-        if server.requests == after:
-            server.stop()
-
-    loopback = LoopbackServer(vanish)
+    loopback = LoopbackServer(on_request)
     url = asyncio.run_coroutine_threadsafe(loopback.__aenter__(), loop).result(10)
     try:
-        yield url
+        yield url, loopback
     finally:
         loop.call_soon_threadsafe(loopback.stop)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+@contextmanager
+def vanishing_server(after: int) -> Iterator[str]:
+    """A loopback HTTP server that goes away after ``after`` requests (listener and
+    connections closed)."""
+
+    async def vanish(server: LoopbackServer) -> None:
+        if server.requests == after:
+            server.stop()
+
+    with threaded_loopback(vanish) as (url, _server):
+        yield url
+
+
+async def answer(_server: LoopbackServer) -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    ("typed", "request_line"),
+    [
+        (
+            f"{API_PREFIX}/features?search=photo tagging",
+            f"GET {API_PREFIX}/features?search=photo%20tagging HTTP/1.1",
+        ),
+        (
+            "/caf\u00e9/\u00fc?q=50%&r=%41&s=a+b#top",
+            "GET /caf%C3%A9/%C3%BC?q=50%25&r=%41&s=a+b HTTP/1.1",
+        ),
+    ],
+)
+def test_get_sends_the_path_as_typed_percent_encoded(typed: str, request_line: str) -> None:
+    with threaded_loopback(answer) as (url, server):
+        result = invoke(
+            ["load-test", "--get", typed, "--users", "1", "--max-requests", "2",
+             "--think-time", "0", "-o", "json"],
+            MINERVA_URL=url,
+        )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert [head.split(b"\r\n")[0].decode() for head in server.heads] == [request_line] * 2
+    assert list(json.loads(result.stdout)["steps"]) == [f"GET {typed}"]
+
+
+def test_a_search_with_a_space_works_against_the_service(run: Run) -> None:
+    """The issue's example: every request used to fail, the space splitting the line."""
+    result = run(
+        "load-test", "--get", f"{API_PREFIX}/features?search=photo tagging", "--users", "1",
+        "--max-requests", "5", "--think-time", "0", "-o", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr + result.stdout
+    report = json.loads(result.stdout)
+    assert report["http_reqs"]["count"] == 5
+    assert report["http_req_failed"]["count"] == 0, report["error_samples"]
+
+
+@pytest.mark.parametrize(
+    ("args", "scenario", "problem"),
+    [
+        (
+            ["--get", "/x\r\nX-Injected: 1"],
+            None,
+            "Invalid value for '--get': '/x\\r\\nX-Injected: 1': it holds the control "
+            "character U+000D, which has no place in a request line (write %0D if you mean",
+        ),
+        (["--get", "/x\x00"], None, "'--get': '/x\\x00': it holds the control character U+0000"),
+        (["--get", "/ok", "--get", "/x?q=a\nb"], None, "'--get': '/x?q=a\\nb': it holds the"),
+        (
+            ["--scenario", "SCENARIO"],
+            'steps:\n  - name: a\n    http: {path: /a}\n  - http: {path: "/b\\r\\nX: 1"}\n',
+            "s.yaml:4: path '/b\\r\\nX: 1': it holds the control character U+000D",
+        ),
+        (
+            ["--scenario", "SCENARIO"],
+            'variables:\n  id: "7\\0"\nsteps:\n  - {name: a, http: {path: "/a/${id}"}}\n',
+            "s.yaml:2: variable 'id' is in the path of step 'a': it holds the control character "
+            "U+0000",
+        ),
+    ],
+)
+def test_a_control_character_in_a_target_exits_2_before_any_request(
+    args: list[str], scenario: str | None, problem: str, tmp_path: Path
+) -> None:
+    file = tmp_path / "s.yaml"
+    if scenario is not None:
+        file.write_text(scenario)
+    args = [str(file) if arg == "SCENARIO" else arg for arg in args]
+    with threaded_loopback(answer) as (url, server):
+        result = invoke(["load-test", *args, "--max-requests", "1"], MINERVA_URL=url)
+    assert result.exit_code == 2, result.stderr + result.stdout
+    assert problem in result.stderr
+    assert server.heads == []
 
 
 def test_a_target_lost_mid_run_exits_5_with_the_partial_report() -> None:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from minerva_ai.loadtest.engine import LoadConfig, Runner, RunResult, open_loop
-from minerva_ai.loadtest.http import Connection, Response, Target
+from minerva_ai.loadtest.http import MAX_BODY, Connection, Response, Target
 from minerva_ai.loadtest.scenario import Scenario, get_scenario, parse_scenario
-from minerva_ai.loadtest.stats import StepStats, percentile_ms
+from minerva_ai.loadtest.stats import Stats, StepStats, percentile_ms
 from tests.conftest import loaded_by
 
 
@@ -269,6 +269,7 @@ class LoopbackServer:
     def __init__(self, on_request: Callable[[LoopbackServer], Awaitable[None]]) -> None:
         self.on_request = on_request
         self.requests = 0
+        self.heads: list[bytes] = []  # each request's head, as it came
         self.server: asyncio.Server | None = None
         self.writers: list[asyncio.StreamWriter] = []
 
@@ -289,7 +290,8 @@ class LoopbackServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.append(writer)
         try:
-            while await reader.readuntil(b"\r\n\r\n"):
+            while True:
+                self.heads.append(await reader.readuntil(b"\r\n\r\n"))
                 self.requests += 1
                 await self.on_request(self)
                 body = b'{"ok": true}'
@@ -380,6 +382,81 @@ def test_errors_are_counted_by_kind() -> None:
     assert (timeout.requests, timeout.errors) == (1, {"status": 0, "timeout": 1, "connection": 0})
     assert timeout.samples == {"timeout": "GET /: no answer within 0.05 s"}
     assert 50 <= (percentile_ms(timeout.duration, 100) or 0) < 500
+
+
+def test_fetched_values_are_encoded_and_never_break_the_request_line() -> None:
+    """A value fetched at run time with a space, non-ASCII, a stray % and CR LF NUL: in the
+    path it is percent-encoded as --get would be (the CR LF are bytes of the path, no
+    header), in a query mapping form-encoded; a query mapping joins a path's own query."""
+    value = "a b/\u00fc%zz\r\nX-Injected: 1\x00"
+    plan = parse_scenario(
+        "flow: sequence\n"
+        "data: {item: {get: /items}}\n"
+        "steps:\n"
+        "  - {name: item, http: {path: '/items/${item}', query: {q: '${item}'}}}\n"
+        "  - {name: search, http: {path: '/search?sort=name', query: {q: photo tagging}}}\n"
+    )
+
+    async def answer(server: LoopbackServer) -> None:
+        return None
+
+    server = LoopbackServer(answer)
+
+    async def main() -> Stats:
+        async with server as url:
+            data = {"item": [value]}
+            runner = Runner(LoadConfig(url, None, plan, users=1, max_requests=2, data=data))
+            await runner.run()
+            return runner.stats
+
+    stats = asyncio.run(main())
+    heads = server.heads
+    assert [head.split(b"\r\n")[0] for head in heads] == [
+        b"GET /items/a%20b/%C3%BC%25zz%0D%0AX-Injected:%201%00"
+        b"?q=a+b%2F%C3%BC%25zz%0D%0AX-Injected%3A+1%00 HTTP/1.1",
+        b"GET /search?sort=name&q=photo+tagging HTTP/1.1",
+    ]
+    assert not any(b"\r\nX-Injected" in head for head in heads)
+    assert stats.requests == 2 and stats.failed == 0
+
+
+def test_a_response_over_the_body_cap_counts_by_its_status_and_whole_size() -> None:
+    """8 MiB answers: a 200 is a success and a 500 a status error, as any other; the
+    bytes received count all of each, the error sample shows the body's start."""
+    big, line = 8 * MAX_BODY, b"x" * 65536
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = b"500 Oops" if head.startswith(b"GET /fails ") else b"200 OK"
+                writer.write(b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n" % (status, big))
+                for _ in range(big // len(line)):
+                    writer.write(line)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> Stats:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        plan = parse_scenario(
+            "flow: sequence\nsteps:\n"
+            "  - {name: ok, http: {path: /ok}}\n  - {name: fails, http: {path: /fails}}\n"
+        )
+        config = LoadConfig(f"http://127.0.0.1:{port}", None, plan, users=1, max_requests=2)
+        runner = Runner(config)
+        await runner.run()
+        server.close()
+        return runner.stats
+
+    stats = asyncio.run(main())
+    ok, fails = stats.steps["ok"], stats.steps["fails"]
+    assert (ok.requests, ok.failed, fails.requests, fails.errors["status"]) == (1, 0, 1, 1)
+    assert ok.bytes_received > big and fails.bytes_received > big
+    assert fails.samples["status"].startswith("GET /fails answered 500: xxxxxxxx")
 
 
 def test_in_flight_slots_are_first_come_first_served() -> None:

@@ -7,11 +7,20 @@ import asyncio
 import re
 import socket
 import struct
+import tracemalloc
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from minerva_ai.loadtest.http import Connection, ConnectionFailed, Response, Target
+from minerva_ai.loadtest.http import (
+    MAX_BODY,
+    Connection,
+    ConnectionFailed,
+    Response,
+    Target,
+    request_target,
+    target_problem,
+)
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -251,3 +260,120 @@ def test_a_kept_connection_closed_as_the_request_leaves(method: str, retried: bo
     else:
         with pytest.raises(ConnectionFailed):
             asyncio.run(exchange(serve, requests))
+
+
+@pytest.mark.parametrize(
+    ("typed", "sent"),
+    [
+        ("/features?search=photo tagging", "/features?search=photo%20tagging"),
+        ("/caf\u00e9/\u00fc?q=\u65e5\u672c", "/caf%C3%A9/%C3%BC?q=%E6%97%A5%E6%9C%AC"),
+        ("/p%2Fq?r=%41&s=50%&t=%zz&u=%4", "/p%2Fq?r=%41&s=50%25&t=%25zz&u=%254"),
+        ("/a/b:c@d?x=1+2&y=!$'()*,;=/?", "/a/b:c@d?x=1+2&y=!$'()*,;=/?"),
+        ('/"<>\\^`{|}[]', "/%22%3C%3E%5C%5E%60%7B%7C%7D%5B%5D"),
+        ("/page?x=1#section 2", "/page?x=1"),
+        ("/x\r\nX-Injected: 1\x00", "/x%0D%0AX-Injected:%201%00"),
+    ],
+)
+def test_request_target_encodes_only_what_a_request_line_cannot_hold(typed: str, sent: str) -> None:
+    assert request_target(typed) == sent
+    assert request_target(sent) == sent  # a valid target is left as it is
+
+
+def test_what_cannot_be_a_target_is_named() -> None:
+    assert target_problem("/features?search=photo tagging&x=%zz\u00e9") is None
+    assert "U+000A" in (target_problem("/x\ny") or "") and "%0A" in (target_problem("/x\ny") or "")
+    assert "U+0000" in (target_problem("/x\x00") or "")
+    assert "U+0085" in (target_problem("/x\x85") or "")  # C1 controls too
+    assert "lone surrogate" in (target_problem("/x\udcff") or "")
+
+
+def test_an_unencoded_target_is_refused_before_anything_is_sent() -> None:
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        connection = Connection(Target.from_url(f"http://127.0.0.1:{port}"), {})
+        try:
+            for target in ("/a b", "/x\r\nX-Injected: 1", "/caf\u00e9"):
+                with pytest.raises(ValueError, match="not a request target"):
+                    await connection.request("GET", target)
+        finally:
+            connection.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
+    assert connections == 0
+
+
+BIG = 32 * MAX_BODY
+PIECE = bytes(range(256)) * 256  # 64 KiB
+
+
+def big_reply(framing: str) -> list[bytes]:
+    """A 200 with a ``BIG`` body made of ``PIECE``s, in writes of at most a piece or so."""
+    pieces = [PIECE] * (BIG // len(PIECE))
+    if framing == "length":
+        return [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG, *pieces]
+    if framing == "one chunk":
+        return [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % BIG, *pieces,
+                b"\r\n0\r\n\r\n"]  # fmt: skip
+    if framing == "chunks":
+        chunks = [b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces]
+        return [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", *chunks, b"0\r\n\r\n"]
+    return [b"HTTP/1.1 200 OK\r\n\r\n", *pieces]  # up to the close
+
+
+@pytest.mark.parametrize("framing", ["length", "one chunk", "chunks", "to the close"])
+def test_a_body_over_the_cap_is_read_to_its_end_and_kept_up_to_the_cap(framing: str) -> None:
+    """32 MiB in each framing: the body kept is its first MAX_BODY bytes, the size counts
+    every byte, the memory the exchange takes stays near the cap, and a connection whose
+    response had an end carries the next request."""
+    reply = big_reply(framing)
+    head_size = len(reply[0]) if framing in ("length", "to the close") else None
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await read_request(reader)
+            for part in reply:
+                writer.write(part)
+                await writer.drain()
+            if framing != "to the close":
+                await read_request(reader)
+                writer.write(LENGTH)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def main() -> tuple[Response, Response, int]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        connection = Connection(Target.from_url(f"http://127.0.0.1:{port}"), {})
+        try:
+            tracemalloc.start()
+            tracemalloc.reset_peak()
+            big = await connection.request("GET", "/big", timeout=60)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            if framing == "to the close":
+                return big, big, peak
+            return big, await connection.request("GET", "/next", timeout=60), peak
+        finally:
+            connection.close()
+            server.close()
+
+    big, following, peak = asyncio.run(main())
+    assert (big.status, big.truncated, len(big.body)) == (200, True, MAX_BODY)
+    assert big.body == PIECE * (MAX_BODY // len(PIECE))
+    assert big.size >= BIG
+    if head_size is not None:
+        assert big.size == head_size + BIG
+    assert peak < 6 * MAX_BODY, f"{peak:,} bytes traced while reading {BIG:,}"
+    if framing != "to the close":
+        assert (following.status, following.body, following.truncated) == (404, b"no", False)

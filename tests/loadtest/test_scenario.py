@@ -90,6 +90,20 @@ def test_steps_fields_and_think_steps() -> None:
         ),
         ("steps:\n  - think: 1s\n", "s.yaml:2: at least one http or websocket step needs"),
         ("flow: sequence\nsteps:\n  - think: 1s\n", "s.yaml:3: the scenario needs an http"),
+        (
+            'steps:\n  - http:\n      path: "/x\\r\\nX-Injected: 1"\n',
+            "s.yaml:3: path '/x\\r\\nX-Injected: 1': it holds the control character U+000D, "
+            "which has no place in a request line (write %0D if you mean that byte)",
+        ),
+        ('steps:\n  - websocket: {path: "/ws\\0"}\n', "s.yaml:2: path '/ws\\x00': it holds the "),
+        (
+            'data:\n  f: {get: "/f\\n"}\nsteps:\n  - http: {path: /x}\n',
+            "s.yaml:2: get '/f\\n': it holds the control character U+000A",
+        ),
+        (
+            'variables:\n  q: "a\\nb"\nsteps:\n  - {name: s, http: {path: "/s/${q}"}}\n',
+            "s.yaml:2: variable 'q' is in the path of step 's': it holds the control character",
+        ),
     ],
 )
 def test_problems_name_their_line(text: str, problem: str) -> None:
@@ -118,3 +132,17 @@ def test_think_time_and_rendering() -> None:
     rendered = render({"path": "/f/${name}", "count": "${n}", "list": ["${name}-${n}"]}, context)
     assert rendered == {"path": "/f/photo", "count": 3, "list": ["photo-3"]}
     assert render("${now}", {}).endswith("Z")
+
+
+def test_what_can_be_encoded_is_accepted_as_typed() -> None:
+    """Spaces, non-ASCII and a stray % in a path are encoded when sent, not refused; a
+    control character in a body or a query value is data (JSON, form-encoded)."""
+    scenario = parse_scenario(
+        'variables: {note: "line\\nbreak", term: photo tagging}\n'
+        "steps:\n"
+        "  - http: {path: '/f?search=${term}&x=50%&y=caf\u00e9', query: {q: '${note}'},"
+        " json: {m: '${note}'}}\n"
+    )
+    action = scenario.steps[0].action
+    assert isinstance(action, HttpStep)
+    assert action.path == "/f?search=${term}&x=50%&y=caf\u00e9"
