@@ -56,5 +56,5 @@ WHERE name = %(name)s AND holder = %(holder)s AND epoch = %(epoch)s
 
 -- name: job_status
 SELECT name, holder, epoch, acquired_at, expires_at, expires_at > clock_timestamp() AS held,
-       last_run_at, last_duration_ms, last_error
+       last_run_at, round(last_duration_ms::numeric, 1)::float8 AS last_duration_ms, last_error
 FROM job_leases ORDER BY name
