@@ -452,6 +452,8 @@ def test_settings_watch_prints_each_new_version_until_interrupted(
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            # As on a terminal: a test runner started in the background inherits SIGINT ignored.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         ) as watch:
             try:
                 out, err = _lines(watch.stdout), _lines(watch.stderr)
