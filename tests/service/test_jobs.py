@@ -91,7 +91,9 @@ def test_one_instance_runs_a_job_and_another_takes_over_when_it_stops(database_u
                     "CREATE TABLE test_runs (id serial PRIMARY KEY, holder text, epoch bigint,"
                     " started timestamptz, finished timestamptz)"
                 )
-            instances = {h: Jobs(pool, [recording_job(h)], ttl_s=1.0, holder=h) for h in "ab"}
+            # a lease long enough that no renewal misses it on a busy machine: the handover
+            # here is a clean stop, which releases it at once
+            instances = {h: Jobs(pool, [recording_job(h)], ttl_s=5.0, holder=h) for h in "ab"}
             for jobs in instances.values():
                 jobs.start()
             try:
@@ -128,7 +130,7 @@ async def _runs_by(pool: AsyncConnectionPool[Any], holder: str, count: int) -> b
 def test_a_leader_past_its_lease_is_fenced_out(database_url: str) -> None:
     async def scenario() -> None:
         async with pool_for(database_url) as pool:
-            frozen = await take_lease(pool, JOB, "a", ttl_s=0.5)
+            frozen = await take_lease(pool, JOB, "a", ttl_s=3)
             assert frozen is not None and frozen.epoch == 1
             assert await take_lease(pool, JOB, "b", ttl_s=5) is None  # held: not b's
             async with frozen.transaction() as conn:  # while held, its writes go through
@@ -152,14 +154,14 @@ def test_a_takeover_waits_for_the_old_leaders_open_transaction(database_url: str
     # leader gets the lease only after that transaction has ended.
     async def scenario() -> None:
         async with pool_for(database_url) as pool:
-            old = await take_lease(pool, JOB, "a", ttl_s=0.3)
+            old = await take_lease(pool, JOB, "a", ttl_s=2)
             assert old is not None
             started = asyncio.Event()
 
             async def slow_write() -> Any:
                 async with old.transaction() as conn:
                     started.set()
-                    await conn.execute("SELECT pg_sleep(1)")
+                    await conn.execute("SELECT pg_sleep(3)")  # past the lease
                     last = await conn.execute("SELECT clock_timestamp() AS at")
                     return (await last.fetchone())["at"]
 
@@ -199,7 +201,7 @@ def test_a_killed_or_frozen_leader_is_replaced(
         **os.environ,
         "DATABASE_URL": database_url,
         "REDIS_URL": servers.redis_url,
-        "MINERVA_JOB_LEASE": "1",
+        "MINERVA_JOB_LEASE": "2",
     }
     with server_processes(tmp_path) as start:
         instances = [start(env=env), start(env=env)]
@@ -221,7 +223,7 @@ def test_a_killed_or_frozen_leader_is_replaced(
         finally:
             if how == "freeze":
                 leader.process.send_signal(signal.SIGCONT)
-        print(f"takeover after {how}: {took:.2f} s (lease 1 s)")
+        print(f"takeover after {how}: {took:.2f} s (lease 2 s)")
         if how == "freeze":
             # Resumed, the old leader finds its lease taken and stands down.
             wait_until(lambda: "lease lost" in leader.output(), what="the old leader to notice")
