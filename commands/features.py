@@ -291,7 +291,11 @@ def settings_watch(state: State, feature: str) -> None:
         resolved = state.resolved()
         log = state.debug if state.verbose else None
         async with AsyncClient(resolved.url, resolved.token, log=log) as client:
-            state.info(f"# watching {feature}'s settings (Ctrl-C to stop)")
+            current = await client.get_settings(feature)  # a feature that exists, reachable
+            state.info(
+                f"# {feature}: settings version {current['version']}; "
+                "watching for new versions (Ctrl-C to stop)"
+            )
             async for update in client.watch_settings(feature):
                 show(update)
 

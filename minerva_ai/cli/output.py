@@ -109,7 +109,8 @@ def lookup(item: Mapping[str, Any], key: str) -> Any:
 def _json_bytes(value: Any, *, pretty: bool) -> bytes:
     import orjson
 
-    option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_INDENT_2 if pretty else 0)
+    # times in UTC with Z, as the service writes them
+    option = orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z | (orjson.OPT_INDENT_2 if pretty else 0)
     return orjson.dumps(value, option=option, default=str)
 
 

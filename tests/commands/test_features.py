@@ -457,7 +457,10 @@ def test_settings_watch_prints_each_new_version_until_interrupted(
         ) as watch:
             try:
                 out, err = _lines(watch.stdout), _lines(watch.stderr)
-                # -v logs each request: once the current settings are read, it is subscribed
+                # -v logs each request: once it says it is watching, and has read the
+                # settings again (after subscribing), what is written is an update
+                while "watching for new versions" not in err.get(timeout=WAIT):
+                    pass
                 while "/settings ->" not in err.get(timeout=WAIT):
                     pass
                 for version in range(1, 21):
