@@ -113,13 +113,12 @@ async def subscribe_settings(request: Subscribe) -> None:
 async def _settings_pump(request: Subscribe, updates: Subscription) -> None:
     """Each version as it comes; when some were lost (the client read too slowly, or this
     instance lost Redis for a while), `overflow`: the client reads the settings afresh."""
-    lost = {key: request.reply[key] for key in ("channel", "feature_id", "feature")}
     try:
         while True:
             update = await updates.get()
             if updates.overflowed:
                 updates.reset()
-                await request.socket.put(frame("overflow", lost))
+                await request.socket.put(frame("overflow", request.reply))
             elif update is not None:
                 await request.socket.put(frame("settings_update", update))
     finally:

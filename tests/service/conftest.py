@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
@@ -362,3 +364,20 @@ class RestartableRedis:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(WAIT)
+
+
+@contextlib.asynccontextmanager
+async def async_pool(database_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """A small pool on ``database_url``, as the service's: autocommit, rows as dicts."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=6,
+        open=False,
+        kwargs={"autocommit": True, "row_factory": dict_row},
+    )
+    await pool.open(wait=True)
+    try:
+        yield pool
+    finally:
+        await pool.close()

@@ -8,39 +8,20 @@ import itertools
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from minerva_ai.service import admin
 from minerva_ai.service.jobs import Fenced, Job, Jobs, Lease, take_lease
 from tests.conftest import WAIT, Servers, run_cli, server_processes, wait_until
+from tests.service.conftest import async_pool
 
 JOB = "test-job"
-
-
-@asynccontextmanager
-async def pool_for(database_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        database_url,
-        min_size=1,
-        max_size=6,
-        open=False,
-        connection_class=AsyncConnection,
-        kwargs={"autocommit": True, "row_factory": dict_row},
-    )
-    await pool.open(wait=True)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], what: str) -> Any:
@@ -85,7 +66,7 @@ def assert_never_overlapping(rows: list[dict[str, Any]]) -> None:
 
 def test_one_instance_runs_a_job_and_another_takes_over_when_it_stops(database_url: str) -> None:
     async def scenario() -> None:
-        async with pool_for(database_url) as pool:
+        async with async_pool(database_url) as pool:
             async with pool.connection() as conn:
                 await conn.execute(
                     "CREATE TABLE test_runs (id serial PRIMARY KEY, holder text, epoch bigint,"
@@ -129,7 +110,7 @@ async def _runs_by(pool: AsyncConnectionPool[Any], holder: str, count: int) -> b
 
 def test_a_leader_past_its_lease_is_fenced_out(database_url: str) -> None:
     async def scenario() -> None:
-        async with pool_for(database_url) as pool:
+        async with async_pool(database_url) as pool:
             frozen = await take_lease(pool, JOB, "a", ttl_s=3)
             assert frozen is not None and frozen.epoch == 1
             assert await take_lease(pool, JOB, "b", ttl_s=5) is None  # held: not b's
@@ -153,7 +134,7 @@ def test_a_takeover_waits_for_the_old_leaders_open_transaction(database_url: str
     # The lease expires while its holder's fenced transaction is still writing: the next
     # leader gets the lease only after that transaction has ended.
     async def scenario() -> None:
-        async with pool_for(database_url) as pool:
+        async with async_pool(database_url) as pool:
             old = await take_lease(pool, JOB, "a", ttl_s=2)
             assert old is not None
             started = asyncio.Event()

@@ -12,8 +12,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
 from minerva_ai.service import admin
 from minerva_ai.service.app import create_app
@@ -23,6 +21,7 @@ from minerva_ai.service.logs import Partitions, maintain
 from tests.conftest import LiveService, Servers, service_config, wait_until
 from tests.service.conftest import (
     SseEvent,
+    async_pool,
     create_feature,
     expect,
     log_entry,
@@ -76,13 +75,7 @@ def run_maintain(database_url: str, retention: timedelta = RETENTION) -> list[st
     """What the log-maintenance job does, as the leader of its lease."""
 
     async def run() -> list[str]:
-        async with AsyncConnectionPool(
-            database_url,
-            min_size=1,
-            max_size=2,
-            open=False,
-            kwargs={"autocommit": True, "row_factory": dict_row},
-        ) as pool:
+        async with async_pool(database_url) as pool:
             lease = await take_lease(pool, JobName.LOG_MAINTENANCE, "test", ttl_s=60)
             assert lease is not None
             try:
@@ -233,13 +226,7 @@ def test_only_the_leader_of_the_job_drops_partitions(retained: Retained) -> None
     old_rows(service.database_url, service.org_id, OLD_DAY, 1)
 
     async def run() -> None:
-        async with AsyncConnectionPool(
-            service.database_url,
-            min_size=1,
-            max_size=2,
-            open=False,
-            kwargs={"autocommit": True, "row_factory": dict_row},
-        ) as pool:
+        async with async_pool(service.database_url) as pool:
             # an instance that led the job, then froze past its lease
             stale = await take_lease(pool, JobName.LOG_MAINTENANCE, "stale", ttl_s=0.2)
             assert stale is not None
