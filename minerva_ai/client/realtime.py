@@ -14,7 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -46,22 +53,230 @@ class Notice:
     message: str
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """This transport is not offered here: try the next one."""
 
 
-class _Lost(Exception):
-    """The connection failed or ended: reconnect, after the last cursor."""
+class Lost(Exception):
+    """The connection failed or ended: reconnect (a log follower: after the last cursor)."""
 
 
-class _Overflow(Exception):
+class FellBehind(Exception):
     """The service dropped us for reading too slowly: resume at once."""
 
 
 @dataclass
-class _Event:
-    kind: Literal["connected", "entry"]
+class Event:
+    """What a transport yields: ``connected`` (subscribed, or the first answer), or an
+    ``item`` for the follower's user."""
+
+    kind: Literal["connected", "item"]
     data: JSON
+
+
+@contextlib.contextmanager
+def polling_errors(label: str) -> Iterator[None]:
+    """A poll that cannot reach the service, or gets a 5xx, has lost its connection."""
+    try:
+        yield
+    except UnreachableError as exc:
+        raise Lost(exc.reason) from None
+    except ServiceError as exc:
+        if exc.status >= 500:
+            raise Lost(f"{label} answered {exc.status}") from None
+        raise
+
+
+class Follower:
+    """A follow session: the first transport of the chain that works (WebSocket, SSE,
+    polling), reconnecting with backoff, telling ``on_notice`` what happens.
+
+    A subclass opens each transport (``_websocket``, ``_sse``, ``_poll``: async
+    generators of ``Event``), builds its ``_subscription`` frame, ``_probe``s the rest of
+    the API, and may say where it is (``_position``) in its notices.
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        *,
+        feature: str | None,
+        transport: str,
+        on_notice: Callable[[Notice], None] | None,
+        poll_interval: float,
+        max_backoff: float,
+    ) -> None:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"unknown transport {transport!r} (use: {', '.join(TRANSPORTS)})")
+        self.client = client
+        self.feature = feature
+        self.chain: list[Transport] = (
+            ["ws", "sse", "poll"] if transport == "auto" else [cast(Transport, transport)]
+        )
+        self.auto = transport == "auto"
+        self.on_notice = on_notice
+        self.poll_interval = poll_interval
+        self.max_backoff = max_backoff
+        self.worked: set[Transport] = set()
+
+    def _notice(self, kind: str, message: str) -> None:
+        if self.on_notice is not None:
+            self.on_notice(Notice(kind, message))
+
+    def _position(self) -> str:
+        """Where the follower stands, for its notices (``" after cursor 42"``)."""
+        return ""
+
+    def _subscription(self) -> str:
+        raise NotImplementedError
+
+    async def _probe(self) -> None:
+        """A plain request to the API (raises when the service cannot answer it)."""
+        raise NotImplementedError
+
+    def _websocket(self) -> AsyncGenerator[Event, None]:
+        raise NotImplementedError
+
+    def _sse(self) -> AsyncGenerator[Event, None]:
+        raise NotImplementedError
+
+    def _poll(self) -> AsyncGenerator[Event, None]:
+        raise NotImplementedError
+
+    async def _follow(self) -> AsyncGenerator[JSON, None]:
+        """The data of every ``item`` event, across reconnects and fallbacks."""
+        index = 0
+        backoff = self._backoff()
+        lost_at: float | None = None
+        while True:
+            kind = self.chain[index]
+            try:
+                async with contextlib.aclosing(self._open(kind)) as events:
+                    async for event in events:
+                        if event.kind == "connected":
+                            backoff = self._backoff()
+                            self._connected(kind, lost_at)
+                            lost_at = None
+                            continue
+                        yield event.data
+                raise Lost("the service ended the stream")
+            except FellBehind:
+                self._notice("overflow", f"fell behind the service; resuming{self._position()}")
+                continue
+            except Refused as exc:
+                if index + 1 >= len(self.chain):
+                    raise ServiceError(0, "transport_refused", str(exc)) from None
+                index += 1
+                self._notice("fallback", f"{exc}; trying {TRANSPORT_NAMES[self.chain[index]]}")
+                continue
+            except Lost as exc:
+                if lost_at is None:
+                    lost_at = time.monotonic()
+                    self._notice("lost", f"connection lost ({exc}); reconnecting")
+            delay = backoff.next_delay() or self.max_backoff
+            await asyncio.sleep(delay)
+
+    def _backoff(self) -> Backoff:
+        return Backoff(float("inf"), initial=0.2, ceiling=self.max_backoff)
+
+    def _connected(self, kind: Transport, lost_at: float | None) -> None:
+        self.worked.add(kind)
+        name = TRANSPORT_NAMES[kind]
+        if lost_at is None:
+            self._notice("connected", f"following via {name}{self._position()}")
+        else:
+            took = time.monotonic() - lost_at
+            self._notice(
+                "reconnected",
+                f"reconnected via {name} after {took:.1f} s; resuming{self._position()}",
+            )
+
+    async def _open(self, kind: Transport) -> AsyncGenerator[Event, None]:
+        opener = {"ws": self._websocket, "sse": self._sse, "poll": self._poll}[kind]
+        try:
+            async with contextlib.aclosing(opener()) as events:
+                async for event in events:
+                    yield event
+        except Lost:
+            if self.auto and kind not in self.worked and kind != "poll" and await self._api_up():
+                raise Refused(
+                    f"{TRANSPORT_NAMES[kind]} fails while the rest of the API answers"
+                ) from None
+            raise
+
+    async def _api_up(self) -> bool:
+        try:
+            await self._probe()
+        except (UnreachableError, ServiceError):
+            return False
+        return True
+
+    async def _socket_frames(self, channel: str) -> AsyncGenerator[tuple[str, JSON], None]:
+        """``(type, data)`` of each message on a socket subscribed to ``channel``.
+
+        ``overflow`` re-subscribes (then is passed on); ``error`` raises; a close that
+        reconnecting may mend is ``Lost``, a socket without ``channel`` is ``Refused``.
+        """
+        from websockets.exceptions import ConnectionClosed
+
+        url = self.client.websocket_url(self.feature)
+        try:
+            socket = await websocket.connect(url, self.client.auth_headers())
+        except websocket.HandshakeLost as exc:
+            raise Lost(exc.reason) from None
+        except websocket.HandshakeRefused as exc:
+            raise Refused(exc.reason) from None
+        async with socket:
+            try:  # the service may close the socket before the subscription is sent
+                await socket.send(self._subscription())
+                async for raw in socket:
+                    kind, data = websocket.websocket_message(raw)
+                    if kind == "overflow":
+                        await socket.send(self._subscription())
+                    elif kind == "error" and data.get("code") == "unknown_channel":
+                        message = data.get("message") or "unknown_channel"
+                        raise Refused(f"the WebSocket has no {channel} channel ({message})")
+                    elif kind == "error":
+                        raise websocket.message_error(data, url)
+                    yield kind, data
+            except ConnectionClosed:
+                pass
+        code = socket.close_code
+        closed = websocket.close_error(code, socket.close_reason, url)
+        if closed is not None:
+            raise closed
+        reason = f"the WebSocket closed (code {code})" if code else "the WebSocket broke off"
+        raise Lost(reason + (": the service is restarting" if code == CLOSE_RESTARTING else ""))
+
+    async def _sse_stream(
+        self, call: Call, missing: Callable[[], Awaitable[object]]
+    ) -> AsyncGenerator[tuple[str, str], None]:
+        """``("", "")`` once the stream is open, then ``(event, data)`` of each event.
+
+        A 404/405/501 is ``Refused`` after ``missing()`` (which raises when the answer
+        meant a missing feature rather than a missing path); a 5xx or a broken
+        connection is ``Lost``.
+        """
+        label = f"GET {call.path}"
+        try:
+            async with self.client.stream(call, timeout=SSE_TIMEOUT) as response:
+                content_type = response.headers.get("content-type", "")
+                if not content_type.startswith("text/event-stream"):
+                    raise Refused(f"{label} answered {content_type or 'no type'}")
+                yield "", ""
+                async for kind, data in _sse_events(response):
+                    yield kind, data
+        except ServiceError as exc:
+            if exc.status in (404, 405, 501):
+                await missing()
+                raise Refused(f"{label} answered {exc.status}") from None
+            if exc.status >= 500:
+                raise Lost(f"{label} answered {exc.status}") from None
+            raise
+        except UnreachableError as exc:
+            raise Lost(exc.reason) from None
+        except httpx.TransportError as exc:
+            raise Lost(str(exc) or type(exc).__name__) from None
 
 
 async def head_cursor(client: AsyncClient) -> str:
@@ -78,8 +293,8 @@ def _follow_filters(filters: Mapping[str, Any] | None) -> JSON:
     return params
 
 
-class LogFollower:
-    """One follow session; ``entries()`` is the stream. Use ``follow_logs``."""
+class LogFollower(Follower):
+    """One follow session of the log; ``entries()`` is the stream. Use ``follow_logs``."""
 
     def __init__(
         self,
@@ -94,29 +309,24 @@ class LogFollower:
         poll_interval: float,
         max_backoff: float,
     ) -> None:
-        if transport not in TRANSPORTS:
-            raise ValueError(f"unknown transport {transport!r} (use: {', '.join(TRANSPORTS)})")
-        self.client = client
-        self.last = after
-        self.feature = feature
-        self.filters = _follow_filters(filters)
-        self.chain: list[Transport] = (
-            ["ws", "sse", "poll"] if transport == "auto" else [cast(Transport, transport)]
+        super().__init__(
+            client,
+            feature=feature,
+            transport=transport,
+            on_notice=on_notice,
+            poll_interval=poll_interval,
+            max_backoff=max_backoff,
         )
-        self.auto = transport == "auto"
-        self.on_notice = on_notice
+        self.last = after
+        self.filters = _follow_filters(filters)
         self.on_gap = on_gap
-        self.poll_interval = poll_interval
-        self.max_backoff = max_backoff
-        self.worked: set[Transport] = set()
         self.gaps_seen: set[str] = set()
         # Until its first entry, a follower that starts at the head or at the beginning
         # has missed nothing: what retention dropped before then is not a gap to it.
         self.fresh_start = after is None or after == BEGINNING
 
-    def _notice(self, kind: str, message: str) -> None:
-        if self.on_notice is not None:
-            self.on_notice(Notice(kind, message))
+    def _position(self) -> str:
+        return f" after cursor {self.last}"
 
     def _gap(self, data: JSON) -> None:
         key = orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode()
@@ -129,114 +339,28 @@ class LogFollower:
     async def entries(self) -> AsyncGenerator[JSON, None]:
         if self.last is None:
             self.last = await head_cursor(self.client)
-        index = 0
-        backoff = self._backoff()
-        lost_at: float | None = None
-        while True:
-            kind = self.chain[index]
-            try:
-                async with contextlib.aclosing(self._open(kind)) as events:
-                    async for event in events:
-                        if event.kind == "connected":
-                            backoff = self._backoff()
-                            self._connected(kind, lost_at)
-                            lost_at = None
-                            continue
-                        self.last = str(event.data["cursor"])
-                        self.fresh_start = False
-                        yield event.data
-                raise _Lost("the service ended the stream")
-            except _Overflow:
-                self._notice(
-                    "overflow", f"fell behind the service; resuming after cursor {self.last}"
-                )
-                continue
-            except _Refused as exc:
-                if index + 1 >= len(self.chain):
-                    raise ServiceError(0, "transport_refused", str(exc)) from None
-                index += 1
-                self._notice("fallback", f"{exc}; trying {TRANSPORT_NAMES[self.chain[index]]}")
-                continue
-            except _Lost as exc:
-                if lost_at is None:
-                    lost_at = time.monotonic()
-                    self._notice("lost", f"connection lost ({exc}); reconnecting")
-            delay = backoff.next_delay() or self.max_backoff
-            await asyncio.sleep(delay)
+        async with contextlib.aclosing(self._follow()) as items:
+            async for item in items:
+                self.last = str(item["cursor"])
+                self.fresh_start = False
+                yield item
 
-    def _backoff(self) -> Backoff:
-        return Backoff(float("inf"), initial=0.2, ceiling=self.max_backoff)
-
-    def _connected(self, kind: Transport, lost_at: float | None) -> None:
-        self.worked.add(kind)
-        name = TRANSPORT_NAMES[kind]
-        if lost_at is None:
-            self._notice("connected", f"following via {name} after cursor {self.last}")
-        else:
-            took = time.monotonic() - lost_at
-            self._notice(
-                "reconnected",
-                f"reconnected via {name} after {took:.1f} s; resuming after cursor {self.last}",
-            )
-
-    async def _open(self, kind: Transport) -> AsyncGenerator[_Event, None]:
-        opener = {"ws": self._websocket, "sse": self._sse, "poll": self._poll}[kind]
-        try:
-            async for event in opener():
-                yield event
-        except _Lost:
-            if self.auto and kind not in self.worked and kind != "poll" and await self._api_up():
-                raise _Refused(
-                    f"{TRANSPORT_NAMES[kind]} fails while the rest of the API answers"
-                ) from None
-            raise
-
-    async def _api_up(self) -> bool:
-        try:
-            await self.client.logs.list(limit=1)
-        except (UnreachableError, ServiceError):
-            return False
-        return True
+    async def _probe(self) -> None:
+        await self.client.logs.list(limit=1)
 
     # ------------------------------------------------------------------ WebSocket
 
-    async def _websocket(self) -> AsyncIterator[_Event]:
-        from websockets.exceptions import ConnectionClosed
-
-        url = self.client.websocket_url(self.feature)
-        try:
-            socket = await websocket.connect(url, self.client.auth_headers())
-        except websocket.HandshakeLost as exc:
-            raise _Lost(exc.reason) from None
-        except websocket.HandshakeRefused as exc:
-            raise _Refused(exc.reason) from None
-        async with socket:
-            try:  # the service may close the socket before the subscription is sent
-                await socket.send(self._subscription())
-                async for raw in socket:
-                    kind, data = websocket.websocket_message(raw)
-                    if kind == "subscribed":
-                        yield _Event("connected", data)
-                    elif kind == "log":
-                        yield _Event("entry", data)
-                    elif kind == "gap":
-                        self._gap({k: v for k, v in data.items() if k in ("reason", "before")})
-                    elif kind == "overflow":
-                        await socket.send(self._subscription())
-                        self._notice(
-                            "overflow",
-                            f"fell behind the service; resuming after cursor {self.last}",
-                        )
-                    elif kind == "error":
-                        raise self._ws_error(data, url)
-            except ConnectionClosed:
-                pass
-        code = socket.close_code
-        closed = websocket.close_error(code, socket.close_reason, url)
-        if closed is not None:
-            raise closed
-        reason = f"the WebSocket closed (code {code})" if code else "the WebSocket broke off"
-        raise _Lost(reason + (": the service is restarting" if code == CLOSE_RESTARTING else ""))
+    async def _websocket(self) -> AsyncGenerator[Event, None]:
+        async with contextlib.aclosing(self._socket_frames("logs")) as frames:
+            async for kind, data in frames:
+                if kind == "subscribed":
+                    yield Event("connected", data)
+                elif kind == "log":
+                    yield Event("item", data)
+                elif kind == "gap":
+                    self._gap({k: v for k, v in data.items() if k in ("reason", "before")})
+                elif kind == "overflow":
+                    self._notice("overflow", f"fell behind the service; resuming{self._position()}")
 
     def _subscription(self) -> str:
         data: JSON = {"after": self.last}
@@ -246,66 +370,43 @@ class LogFollower:
             data["filters"] = self.filters
         return websocket.subscription("logs", **data)
 
-    def _ws_error(self, data: JSON, url: str) -> Exception:
-        if data.get("code") == "unknown_channel":
-            message = data.get("message") or "unknown_channel"
-            return _Refused(f"the WebSocket has no logs channel ({message})")
-        return websocket.message_error(data, url)
-
     # ------------------------------------------------------------------ SSE
 
-    async def _sse(self) -> AsyncIterator[_Event]:
+    async def _sse(self) -> AsyncGenerator[Event, None]:
         params = {**self.filters, "feature": self.feature}
         headers = {"Accept": "text/event-stream", "Last-Event-ID": str(self.last)}
         call = Call("GET", "/logs/stream", params, headers=headers)
-        try:
-            async with self.client.stream(call, timeout=SSE_TIMEOUT) as response:
-                content_type = response.headers.get("content-type", "")
-                if not content_type.startswith("text/event-stream"):
-                    raise _Refused(f"GET /logs/stream answered {content_type or 'no type'}")
-                yield _Event("connected", {})
-                async for kind, data in _sse_events(response):
-                    if kind == "log":
-                        yield _Event("entry", orjson.loads(data))
-                    elif kind == "gap":
-                        self._gap(orjson.loads(data))
-                    elif kind == "overflow":
-                        raise _Overflow
-        except ServiceError as exc:
-            if exc.status in (404, 405, 501):
-                # Not this path, or not this feature: GET /logs tells which.
-                await self.client.logs.list({"feature": self.feature}, limit=1)
-                raise _Refused(f"GET /logs/stream answered {exc.status}") from None
-            if exc.status >= 500:
-                raise _Lost(f"GET /logs/stream answered {exc.status}") from None
-            raise
-        except UnreachableError as exc:
-            raise _Lost(exc.reason) from None
-        except httpx.TransportError as exc:
-            raise _Lost(str(exc) or type(exc).__name__) from None
+
+        async def missing() -> None:  # not this path, or not this feature: GET /logs tells
+            await self.client.logs.list({"feature": self.feature}, limit=1)
+
+        async with contextlib.aclosing(self._sse_stream(call, missing)) as events:
+            async for kind, data in events:
+                if kind == "":
+                    yield Event("connected", {})
+                elif kind == "log":
+                    yield Event("item", orjson.loads(data))
+                elif kind == "gap":
+                    self._gap(orjson.loads(data))
+                elif kind == "overflow":
+                    raise FellBehind
 
     # ------------------------------------------------------------------ polling
 
-    async def _poll(self) -> AsyncIterator[_Event]:
+    async def _poll(self) -> AsyncGenerator[Event, None]:
         params = {**self.filters, "feature": self.feature}
         connected = False
         while True:
             assert self.last is not None
-            try:
+            with polling_errors("GET /logs"):
                 page = await self.client.logs.after(self.last, params, limit=POLL_LIMIT)
-            except UnreachableError as exc:
-                raise _Lost(exc.reason) from None
-            except ServiceError as exc:
-                if exc.status >= 500:
-                    raise _Lost(f"GET /logs answered {exc.status}") from None
-                raise
             if not connected:
                 connected = True
-                yield _Event("connected", {})
+                yield Event("connected", {})
             if page.gap:
                 self._gap(page.gap)
             for entry in page.items:
-                yield _Event("entry", entry)
+                yield Event("item", entry)
             if len(page.items) < POLL_LIMIT:
                 await asyncio.sleep(self.poll_interval)
 
