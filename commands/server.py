@@ -161,7 +161,7 @@ def server_migrate(state: State) -> None:
 
     url = home.admin_database_url()
     with supervisor.database_errors(url):
-        applied = admin.migrate(url)
+        applied = admin.migrate(url, warn=state.warn)
     if not applied:
         state.info("the database schema is up to date")
     state.output().item(

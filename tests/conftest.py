@@ -192,6 +192,7 @@ def service_config(database_url: str, redis_url: str, **overrides: object) -> Se
         ws_heartbeat_s=0.2,
         ws_auth_timeout_s=2.0,
         pool_max_size=5,
+        metrics_interval_s=0.3,
     )
     return ServiceConfig(**{**base.__dict__, **overrides})  # type: ignore[arg-type]
 

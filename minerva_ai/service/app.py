@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from minerva_ai import __version__
 from minerva_ai.core.protocol import API_PREFIX
-from minerva_ai.service import apidoc, errors
+from minerva_ai.service import apidoc, errors, metrics
 from minerva_ai.service.bus import Bus
 from minerva_ai.service.config import ServiceConfig
 from minerva_ai.service.db import Row
@@ -27,8 +27,17 @@ from minerva_ai.service.live_tokens import LiveTokens
 from minerva_ai.service.locks import JobName
 from minerva_ai.service.log_follow import FollowHub
 from minerva_ai.service.logs import maintain
+from minerva_ai.service.metrics_live import MetricsHub
 from minerva_ai.service.responses import JSONResponse, error_body
-from minerva_ai.service.routes import features, health, logs, settings, tokens, websocket
+from minerva_ai.service.routes import (
+    features,
+    health,
+    logs,
+    settings,
+    tokens,
+    websocket,
+)
+from minerva_ai.service.routes import metrics as metrics_routes
 
 LOG_MAINTENANCE_EVERY_S = 3600
 log = logging.getLogger("minerva_ai.service")
@@ -111,7 +120,16 @@ def background_jobs(state: AppState) -> list[Job]:
         if dropped:
             log.info("log retention dropped %s", ", ".join(dropped))
 
-    return [Job(JobName.LOG_MAINTENANCE, LOG_MAINTENANCE_EVERY_S, maintain_logs)]
+    async def expire_metrics(lease: Lease) -> None:
+        async with state.pool.connection() as conn:
+            removed = await metrics.expire(conn, state.config.metrics_retention, lease.fence)
+        if removed:
+            log.info("metrics retention removed %d minute rollups", removed)
+
+    return [
+        Job(JobName.LOG_MAINTENANCE, LOG_MAINTENANCE_EVERY_S, maintain_logs),
+        Job(JobName.METRICS_RETENTION, LOG_MAINTENANCE_EVERY_S, expire_metrics),
+    ]
 
 
 class Server(uvicorn.Server):
@@ -156,6 +174,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             bus=bus,
             follow=FollowHub(pool, bus, config.export_timeout_s),
             live=LiveTokens(pool, bus, config.token_recheck_s),
+            metrics=MetricsHub(pool, config.metrics_interval_s),
         )
         state.live.start()
         app.state.minerva = state
@@ -168,6 +187,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         finally:
             state.stopping.set()
             await jobs.close()
+            await state.metrics.close()
             await state.live.close()
             await state.follow.close()
             await bus.close()
@@ -186,7 +206,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     errors.install(app)
     apidoc.install(app, API_PREFIX)
     app.include_router(health.router)
-    for module in (features, settings, logs, tokens, websocket):
+    for module in (features, metrics_routes, settings, logs, tokens, websocket):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     return app

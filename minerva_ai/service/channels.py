@@ -19,11 +19,12 @@ from typing import Any, Protocol
 from weakref import WeakKeyDictionary
 
 from minerva_ai.core.protocol import FOLLOW_FILTERS
-from minerva_ai.service import logs
+from minerva_ai.service import logs, metrics
 from minerva_ai.service.bus import Subscription
 from minerva_ai.service.deps import AppState
 from minerva_ai.service.errors import ApiError
 from minerva_ai.service.log_follow import FollowHub, Overflow
+from minerva_ai.service.metrics_live import Watcher, ws_frame
 from minerva_ai.service.principal import Principal
 from minerva_ai.service.responses import dumps
 
@@ -214,3 +215,32 @@ async def _logs_pump(
             channel="logs",
             cursor=str(last),
         )
+
+
+# metrics: a feature's current metrics (or every feature's), every few seconds
+
+
+@channel("metrics")
+async def subscribe_metrics(request: Subscribe) -> None:
+    window = request.data.get("window", "5m")
+    state = request.socket.state
+    try:
+        if not isinstance(window, str):
+            raise ApiError(400, "`window` is a string such as 5m, 1h or 1d", "bad_message")
+        span = metrics.parse_span(window, "window", state.config.metrics_retention)
+    except ApiError as exc:
+        request.socket.error("bad_message", exc.message)
+        return
+    feature = request.feature
+    watcher = state.metrics.watch(
+        request.principal.organization_id, span, feature["id"] if feature else None
+    )
+    request.start(_metrics_pump(request, watcher), window=metrics.span_text(span))
+
+
+async def _metrics_pump(request: Subscribe, watcher: Watcher) -> None:
+    try:
+        while True:
+            await request.socket.put(ws_frame(await watcher.next()))
+    finally:
+        watcher.close()

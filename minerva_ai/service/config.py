@@ -60,6 +60,10 @@ class ServiceConfig:
     run_jobs: bool = True
     # A revoked token's live streams end within this even when Redis is down (at once else).
     token_recheck_s: float = 10.0
+    # How often live metrics (WebSocket `metrics_update`, SSE) are computed and sent.
+    metrics_interval_s: float = 5.0
+    # Minute rollups are kept this long: never shorter than the logs they summarise.
+    metrics_retention: timedelta = timedelta(days=90)
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
@@ -70,6 +74,13 @@ class ServiceConfig:
                 "the service needs DATABASE_URL and REDIS_URL "
                 "(`minerva-ai server start` sets them, or starts embedded servers)"
             )
+        log_retention = _days("MINERVA_LOG_RETENTION", 30)
+        metrics_retention = _days("MINERVA_METRICS_RETENTION", 90)
+        if metrics_retention < log_retention:
+            raise ConfigError(
+                f"MINERVA_METRICS_RETENTION ({metrics_retention.days}d) must be at least "
+                f"MINERVA_LOG_RETENTION ({log_retention.days}d): metrics summarise the logs"
+            )
         return cls(
             database_url=database_url,
             redis_url=redis_url,
@@ -79,8 +90,10 @@ class ServiceConfig:
             ws_heartbeat_s=_number("MINERVA_WS_HEARTBEAT", 15.0, 0.05),
             ws_auth_timeout_s=_number("MINERVA_WS_AUTH_TIMEOUT", 10.0, 0.05),
             pool_max_size=int(_number("MINERVA_POOL_SIZE", 20, 2)),
-            log_retention=_days("MINERVA_LOG_RETENTION", 30),
+            log_retention=log_retention,
             job_lease_s=_number("MINERVA_JOB_LEASE", 15.0, 0.5),
             run_jobs=_switch("MINERVA_JOBS", True),
             token_recheck_s=_number("MINERVA_TOKEN_RECHECK", 10.0, 0.1),
+            metrics_interval_s=_number("MINERVA_METRICS_INTERVAL", 5.0, 0.05),
+            metrics_retention=metrics_retention,
         )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any, LiteralString, cast
@@ -13,6 +15,8 @@ from psycopg.rows import dict_row
 
 from minerva_ai.core.errors import MinervaError
 from minerva_ai.service.locks import Lock
+
+log = logging.getLogger("minerva_ai.service.db")
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
@@ -60,10 +64,21 @@ def expected_version() -> str:
     return migrations()[-1][0]
 
 
-def migrate(database_url: str) -> list[str]:
-    """Apply pending migrations under an advisory lock; return the versions applied."""
+def migrate(database_url: str, warn: Callable[[str], None] | None = None) -> list[str]:
+    """Apply pending migrations under an advisory lock; return the versions applied.
+
+    A migration's warnings (``RAISE WARNING``: something a person must look at) go to
+    ``warn``, or to the log.
+    """
     applied: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.add_notice_handler(
+            lambda notice: (
+                (warn or log.warning)(notice.message_primary or "")
+                if notice.severity_nonlocalized == "WARNING"
+                else None
+            )
+        )
         conn.execute("SELECT pg_advisory_lock(%s)", (Lock.MIGRATIONS,))
         try:
             conn.execute(

@@ -18,6 +18,7 @@ from minerva_ai.service.errors import ApiError, refuse_nul
 from minerva_ai.service.live_tokens import LiveTokens
 from minerva_ai.service.log_follow import FollowHub
 from minerva_ai.service.logs import Partitions
+from minerva_ai.service.metrics_live import MetricsHub
 from minerva_ai.service.principal import Principal as Principal  # the routes' import
 from minerva_ai.service.tokens import hash_token
 
@@ -31,6 +32,7 @@ class AppState:
     bus: Bus
     follow: FollowHub
     live: LiveTokens
+    metrics: MetricsHub
     partitions: Partitions = field(default_factory=Partitions)
     # Set when the server starts shutting down: streams end instead of holding it up.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)

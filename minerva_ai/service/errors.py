@@ -82,7 +82,11 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 def allowed_methods(request: Request) -> str:
     """Every method some route serves at this path: Starlette's 405 names only the first
-    route's, and a path such as /features has one route per method."""
+    route's, and a path such as /features has one route per method. A path the API names
+    literally (/features/optimized) has its own methods, not those of /features/{feature}."""
+    literal = request.app.openapi()["paths"].get(request.url.path)
+    if literal is not None:
+        return ", ".join(m for m in _METHODS if m.lower() in literal)
     routes = request.app.router.routes
     return ", ".join(
         method

@@ -98,8 +98,17 @@ class AlertRule(_Strict):
     severity: Literal["info", "warning", "critical"] = "warning"
 
 
+class Slo(_Strict):
+    """The service-level objective the health score and uptime measure against
+    (docs/metrics.md); the defaults are the plan's normalisations."""
+
+    success_rate: float = Field(default=99.5, ge=0, le=100)
+    response_time_ms: float = Field(default=1000, gt=0, le=3_600_000)
+
+
 class Monitoring(_Strict):
     alert_rules: list[AlertRule] = Field(default_factory=list)
+    slo: Slo | None = None
 
 
 _SECTION_TYPES: dict[str, TypeAdapter[Any]] = {

@@ -24,3 +24,4 @@ class JobName(StrEnum):
     """Leases of the background jobs (``job_leases.name``)."""
 
     LOG_MAINTENANCE = "log-maintenance"
+    METRICS_RETENTION = "metrics-retention"

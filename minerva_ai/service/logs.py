@@ -26,6 +26,7 @@ from minerva_ai.service.db import Row, queries
 from minerva_ai.service.errors import ApiError, refuse_nul
 from minerva_ai.service.locks import Lock
 from minerva_ai.service.log_entries import FIELDS, Rejected, validate_entry
+from minerva_ai.service.metrics import LATENCY_BOUNDS
 from minerva_ai.service.principal import Principal
 
 Conn = AsyncConnection[Row]
@@ -181,7 +182,10 @@ async def ingest(
                     queries()["lock_org_log_commits"],
                     {"lock": Lock.LOG_COMMITS, "organization_id": org_id},
                 )
-                inserted = await conn.execute(queries()["insert_logs_from_staging"])
+                inserted = await conn.execute(
+                    queries()["insert_logs_from_staging"],
+                    {"latency_bounds": list(LATENCY_BOUNDS)},
+                )
                 await conn.execute("COMMIT")
         except BaseException:
             if conn.info.transaction_status != TransactionStatus.IDLE:
@@ -266,7 +270,7 @@ def parse_cursor(value: str | None, name: str) -> int | None:
     return int(value)
 
 
-def _parse_time(value: str | None, name: str) -> datetime | None:
+def parse_time(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
     moment: datetime | None = None
@@ -323,8 +327,8 @@ async def log_filter(
         feature_id=feature_id,
         levels=levels,
         source=source,
-        since=_parse_time(since, "since"),
-        until=_parse_time(until, "until"),
+        since=parse_time(since, "since"),
+        until=parse_time(until, "until"),
         pattern=q,
         request_id=request_id,
     )

@@ -13,7 +13,14 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from minerva_ai.service.feature_settings import Models, Monitoring, Name, Prompt, RateLimits
+from minerva_ai.service.feature_settings import (
+    Models,
+    Monitoring,
+    Name,
+    Prompt,
+    RateLimits,
+    Slo,
+)
 
 FeatureStatus = Literal["active", "inactive", "maintenance"]
 Scope = Literal["read", "ingest", "write", "admin"]
@@ -73,6 +80,78 @@ class PageOf(Shape, Generic[T]):
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: no more")
 
 
+Percent = Annotated[float, Field(ge=0, le=100)]
+HealthStatus = Literal["healthy", "warning", "error", "no_data"]
+
+
+class CallFigures(Shape):
+    """The figures of a window or step's calls (docs/metrics.md defines each)."""
+
+    requests: int = Field(ge=0, description="calls: log entries with a status")
+    successes: int = Field(ge=0)
+    errors: int = Field(ge=0)
+    timeouts: int = Field(ge=0)
+    requests_per_minute: float = Field(ge=0)
+    success_rate: Percent | None = Field(description="percent of requests; null: none")
+    error_rate: Percent | None = Field(description="percent of requests that failed or timed out")
+    uptime: Percent | None = Field(description="percent of minutes with calls that met the SLO")
+    response_time: float | None = Field(ge=0, description="mean latency_ms")
+    p50_ms: float | None = Field(ge=0)
+    p95_ms: float | None = Field(ge=0)
+    p99_ms: float | None = Field(ge=0)
+    cost: float = Field(ge=0)
+    tokens: int = Field(ge=0, description="tokens_in + tokens_out")
+    tokens_in: int = Field(ge=0)
+    tokens_out: int = Field(ge=0)
+    health_score: Percent | None = Field(description="0-100; null without requests")
+    trend: Literal["up", "down", "flat"] | None = Field(
+        description="the health score against the span before (flat within 2 points)"
+    )
+    status: HealthStatus
+
+
+class ModelFigures(CallFigures):
+    model: str | None = Field(description="null: calls that named no model")
+
+
+class Metrics(CallFigures):
+    """A feature's current metrics."""
+
+    feature_id: UUID
+    feature: str
+    window: str = Field(description="e.g. `5m`: whole minutes, plus the current one so far")
+    as_of: datetime
+    slo: Slo
+    models: list[ModelFigures] | None = Field(default=None, description="with by=model")
+
+
+class SeriesPoint(CallFigures):
+    time: datetime = Field(description="the start of the step")
+
+
+class ModelSeries(Shape):
+    model: str | None
+    points: list[SeriesPoint]
+
+
+class MetricsSeries(Shape):
+    feature_id: UUID
+    feature: str
+    step: str
+    since: datetime
+    until: datetime
+    points: list[SeriesPoint]
+    models: list[ModelSeries] | None = Field(default=None, description="with by=model")
+
+
+class AllMetrics(Shape):
+    """Every feature's current metrics (a `metrics_update` without a feature)."""
+
+    window: str
+    as_of: datetime
+    features: list[Metrics]
+
+
 class Feature(Shape):
     id: UUID
     name: str
@@ -82,8 +161,8 @@ class Feature(Shape):
     settings_version: int = Field(ge=1)
     created_at: datetime
     updated_at: datetime
-    metrics: None = Field(
-        default=None, description="with include_metrics=true: the feature's metrics (null: none)"
+    metrics: Metrics | None = Field(
+        default=None, description="with include_metrics=true: the feature's current metrics"
     )
 
 
@@ -96,8 +175,20 @@ def _not_an_id(name: str) -> str:
     raise ValueError("a name must not have the form of a feature id (a UUID)")
 
 
+RESERVED_NAMES = ("optimized",)  # paths under /features: GET /features/optimized
+
+
+def _not_reserved(name: str) -> str:
+    if name in RESERVED_NAMES:
+        raise ValueError(f"{name!r} is reserved (GET /features/{name} lists features)")
+    return name
+
+
 Slug = Annotated[
-    str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$"), AfterValidator(_not_an_id)
+    str,
+    StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$"),
+    AfterValidator(_not_an_id),
+    AfterValidator(_not_reserved),
 ]
 
 

@@ -176,6 +176,7 @@ def test_wrong_method_is_405_envelope_with_allow(shared_service: LiveService) ->
         ("POST", "/features/tagger", {"GET", "PATCH", "DELETE"}),
         ("OPTIONS", "/features/tagger/settings", {"GET", "PUT"}),
         ("GET", "/features/tagger/settings/rollback", {"POST"}),
+        ("OPTIONS", "/features/optimized", {"GET"}),  # a path of its own, not a feature's
     ],
 )
 def test_allow_lists_every_method_of_the_path(

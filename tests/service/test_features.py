@@ -162,16 +162,6 @@ def test_pages_follow_the_cursor(api: httpx.Client) -> None:
     assert pages == 3
 
 
-def test_include_metrics_is_null_never_invented(api: httpx.Client) -> None:
-    create_feature(api, "tagger")
-    listed = api.get("/features", params={"include_metrics": "true"}).json()["data"]
-    assert listed[0]["metrics"] is None
-    shown = api.get("/features/tagger", params={"include_metrics": "true"}).json()["data"]
-    assert shown["metrics"] is None
-    assert "metrics" not in api.get("/features").json()["data"][0]
-    assert "metrics" not in api.get("/features/tagger").json()["data"]
-
-
 def test_show_by_id_or_name(api: httpx.Client) -> None:
     feature = create_feature(api, "tagger")
     assert api.get(f"/features/{feature['id']}").json()["data"] == feature

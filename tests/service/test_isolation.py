@@ -85,12 +85,17 @@ FEATURE_ENDPOINTS = [
     Endpoint("GET", "/features/{feature}/settings/history", "read"),
     Endpoint("GET", "/features/{feature}/settings/versions/{version}", "read"),
     Endpoint("POST", "/features/{feature}/settings/rollback", "write", {"version": 1}),
+    Endpoint("GET", "/features/{feature}/metrics/current", "read"),
+    Endpoint("GET", "/features/{feature}/metrics", "read"),
+    Endpoint("GET", "/features/{feature}/metrics/stream", "read", streaming=True),
     Endpoint("GET", "/logs", "read", query=BY_FEATURE),
     Endpoint("GET", "/logs/export", "read", query=BY_FEATURE),
     Endpoint("GET", "/logs/stream", "read", query=BY_FEATURE, streaming=True),
 ]
 OTHER_ENDPOINTS = [
     Endpoint("GET", "/features", "read"),
+    Endpoint("GET", "/features/optimized", "read"),
+    Endpoint("GET", "/metrics/stream", "read", streaming=True),
     Endpoint("POST", "/features", "write", {"name": "{feature}-copy"}),
     Endpoint("GET", "/auth/whoami", "any"),
     Endpoint("GET", "/tokens", "admin"),

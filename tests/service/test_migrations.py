@@ -211,3 +211,30 @@ def test_migrations_are_numbered_in_order() -> None:
     numbers = [int(version.split("_", 1)[0]) for version in versions]
     assert numbers == list(range(1, len(numbers) + 1))
     assert db.expected_version() == versions[-1]
+
+
+def test_a_feature_named_optimized_is_reported_when_the_name_becomes_reserved(
+    empty_database: Callable[[], str],
+) -> None:
+    url = empty_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version text PRIMARY KEY, applied_at"
+            " timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, body in migrations():
+            if version < "0004":
+                conn.execute(body)  # type: ignore[arg-type]
+                conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+        org = conn.execute("INSERT INTO organizations (name) VALUES ('acme') RETURNING id")
+        org_id = org.fetchone()[0]  # type: ignore[index]
+        conn.execute(
+            "INSERT INTO features (organization_id, name, display_name) "
+            "VALUES (%s, 'optimized', 'Optimized')",
+            (org_id,),
+        )
+    warnings: list[str] = []
+    assert "0004_metrics" in migrate(url, warn=warnings.append)
+    [warning] = warnings
+    assert 'organization acme has a feature named "optimized"' in warning
+    assert "reach it by its id" in warning

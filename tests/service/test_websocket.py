@@ -309,7 +309,7 @@ def test_heartbeats_arrive(org: Org) -> None:
             "unknown_channel",
         ),
         (
-            {"type": "subscribe", "data": {"channel": "metrics", "feature": "tagger"}},
+            {"type": "subscribe", "data": {"channel": "alerts", "feature": "tagger"}},
             "unknown_channel",
         ),
         ({"type": "subscribe", "data": {"channel": "settings"}}, "bad_message"),

@@ -48,15 +48,59 @@ COPY log_staging (ord, organization_id, feature_id, client_id, "timestamp", leve
 SELECT pg_advisory_xact_lock(%(lock)s, hashtext(%(organization_id)s::text))
 
 -- name: insert_logs_from_staging
-INSERT INTO logs (organization_id, feature_id, seq, client_id, "timestamp", committed_at,
-                  level, message, source, request_id, model, latency_ms, tokens_in,
-                  tokens_out, cost, status, attributes)
-SELECT s.organization_id, s.feature_id, nextval('log_seq'), s.client_id, s."timestamp",
-       clock_timestamp(), s.level, s.message, s.source, s.request_id, s.model, s.latency_ms,
-       s.tokens_in, s.tokens_out, s.cost, s.status, s.attributes
-FROM (SELECT * FROM log_staging ORDER BY ord) s
-ON CONFLICT DO NOTHING
-RETURNING seq
+-- The new entries (a re-sent id is skipped), and in the same statement the calls among
+-- them (entries with a status) added to their minute's rollup: counted once, never missed.
+WITH inserted AS (
+    INSERT INTO logs (organization_id, feature_id, seq, client_id, "timestamp", committed_at,
+                      level, message, source, request_id, model, latency_ms, tokens_in,
+                      tokens_out, cost, status, attributes)
+    SELECT s.organization_id, s.feature_id, nextval('log_seq'), s.client_id, s."timestamp",
+           clock_timestamp(), s.level, s.message, s.source, s.request_id, s.model,
+           s.latency_ms, s.tokens_in, s.tokens_out, s.cost, s.status, s.attributes
+    FROM (SELECT * FROM log_staging ORDER BY ord) s
+    ON CONFLICT DO NOTHING
+    RETURNING seq, organization_id, feature_id, "timestamp", source, model, latency_ms,
+              tokens_in, tokens_out, cost, status
+), calls AS (
+    SELECT organization_id, feature_id, coalesce(model, '') AS model, source = 'test' AS test,
+           date_bin('1 minute', "timestamp", TIMESTAMPTZ '2000-01-01 00:00:00+00') AS minute,
+           status, latency_ms, tokens_in, tokens_out, cost,
+           width_bucket(latency_ms, %(latency_bounds)s::float8[]) AS bucket
+    FROM inserted
+    WHERE status IS NOT NULL
+), histograms AS (
+    SELECT feature_id, minute, model, test, jsonb_object_agg(bucket, n) AS latency_hist
+    FROM (SELECT feature_id, minute, model, test, bucket, count(*) AS n
+          FROM calls WHERE bucket IS NOT NULL
+          GROUP BY feature_id, minute, model, test, bucket) b
+    GROUP BY feature_id, minute, model, test
+), rolled_up AS (
+    INSERT INTO metric_minutes AS m (organization_id, feature_id, minute, model, test,
+                                     requests, successes, errors, timeouts, latency_count,
+                                     latency_sum, latency_hist, tokens_in, tokens_out, cost)
+    SELECT c.organization_id, c.feature_id, c.minute, c.model, c.test, count(*),
+           count(*) FILTER (WHERE c.status = 'success'),
+           count(*) FILTER (WHERE c.status = 'error'),
+           count(*) FILTER (WHERE c.status = 'timeout'),
+           count(c.latency_ms), coalesce(sum(c.latency_ms::numeric), 0),
+           coalesce(h.latency_hist, '{}'), coalesce(sum(c.tokens_in), 0),
+           coalesce(sum(c.tokens_out), 0), coalesce(sum(c.cost::numeric), 0)
+    FROM calls c
+    LEFT JOIN histograms h USING (feature_id, minute, model, test)
+    GROUP BY c.organization_id, c.feature_id, c.minute, c.model, c.test, h.latency_hist
+    ON CONFLICT (feature_id, minute, model, test) DO UPDATE SET
+        requests = m.requests + excluded.requests,
+        successes = m.successes + excluded.successes,
+        errors = m.errors + excluded.errors,
+        timeouts = m.timeouts + excluded.timeouts,
+        latency_count = m.latency_count + excluded.latency_count,
+        latency_sum = m.latency_sum + excluded.latency_sum,
+        latency_hist = minerva_hist_merge(m.latency_hist, excluded.latency_hist),
+        tokens_in = m.tokens_in + excluded.tokens_in,
+        tokens_out = m.tokens_out + excluded.tokens_out,
+        cost = m.cost + excluded.cost
+)
+SELECT seq FROM inserted
 
 -- name: ensure_log_partition
 SELECT minerva_log_partition(%(day)s::date)
