@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from minerva_ai.cli.diff import render_diff, summarize_diff
+from minerva_ai.cli.metricsview import LIST_METRICS_COLUMNS, SORT_KEYS
 from minerva_ai.cli.output import Column, to_yaml
 from minerva_ai.cli.settings_edit import (
     Assignment,
     load_settings_file,
     update_settings,
 )
+from minerva_ai.core.protocol import TRANSPORTS
 from minerva_ai.core.settings_diff import diff_settings
 
 from .options import (
@@ -25,6 +30,13 @@ from .options import (
     pass_state,
     render_list,
 )
+
+if TYPE_CHECKING:
+    from minerva_ai.cli.metricsview import WatchPrinter
+    from minerva_ai.client import Client
+    from minerva_ai.client.realtime import Notice
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 STATUSES = ("active", "inactive", "maintenance")
 STATUS_STYLES = {"active": "green", "inactive": "dim", "maintenance": "yellow"}
@@ -73,19 +85,64 @@ def features() -> None:
     """List, create and change AI features."""
 
 
+def window_option(default: str, help: str) -> Callable[[F], F]:
+    """``--window``: a whole number of minutes, hours or days, checked before any request."""
+    return click.option(
+        "--window",
+        default=default,
+        show_default=True,
+        metavar="SPAN",
+        callback=parsed_by("minerva_ai.cli.metricsview:parse_span"),
+        help=help,
+    )
+
+
+def transport_option(func: F) -> F:
+    option = click.option(
+        "--transport",
+        type=click.Choice(TRANSPORTS),
+        default="auto",
+        show_default=True,
+        help="How to follow: auto tries WebSocket, then SSE, then polling.",
+    )
+    return option(func)
+
+
 @features.command(name="list")
 @click.option("--status", type=click.Choice(STATUSES), help="Only features with this status.")
 @click.option("--search", metavar="TEXT", help="Only features whose name or text contains TEXT.")
+@click.option(
+    "--with-metrics", is_flag=True, help="Add each feature's health score, trend and status."
+)
+@window_option("5m", "With --with-metrics: the window of the figures (5m, 1h, 1d).")
 @limit_option
 @output_options
 @pass_state
-def features_list(state: State, status: str | None, search: str | None, limit: int | None) -> None:
-    """List the organization's features, by name."""
+def features_list(
+    state: State,
+    status: str | None,
+    search: str | None,
+    with_metrics: bool,
+    window: str,
+    limit: int | None,
+) -> None:
+    """List the organization's features, by name.
+
+    --with-metrics adds HEALTH (the health score, 0-100), TREND (up, down or flat against
+    the window before) and HEALTH STATUS (healthy, warning, error, or no_data without
+    requests in the window); -o json adds each feature's metrics object.
+    """
     client = state.client()
     render_list(
         state,
-        lambda n: client.features.list(status=status, search=search, limit=n),
-        FEATURE_COLUMNS,
+        lambda n: client.features.list(
+            status=status,
+            search=search,
+            include_metrics=with_metrics,
+            window=window if with_metrics else None,
+            limit=n,
+        ),
+        FEATURE_COLUMNS + (LIST_METRICS_COLUMNS if with_metrics else []),
         state.limit(limit),
         empty="no feature matches"
         if status or search
@@ -157,6 +214,204 @@ def features_delete(state: State, feature: str, yes: bool) -> None:
     deleted = state.client().features.delete(feature)
     state.info(f"deleted feature {deleted.get('name', feature)}")
     state.output().item(deleted, [Column("id", "ID"), Column("name", "NAME")], text=lambda: "")
+
+
+@features.command(name="metrics")
+@click.argument("feature")
+@window_option("1h", "The figures over the last SPAN: 5m, 1h, 7d (whole minutes, hours or days).")
+@click.option(
+    "--step",
+    default="1m",
+    show_default=True,
+    metavar="SPAN",
+    callback=parsed_by("minerva_ai.cli.metricsview:parse_span"),
+    help="The series' step, 1m to 1d (sparklines, -o json|jsonl|csv).",
+)
+@click.option("--by", type=click.Choice(["model"]), help="Split the figures by model.")
+@click.option("--include-tests", is_flag=True, help="Count test traffic (source test) too.")
+@click.option("--watch", is_flag=True, help="Then print each live update, until Ctrl-C.")
+@transport_option
+@output_options
+@pass_state
+def features_metrics(
+    state: State,
+    feature: str,
+    window: str,
+    step: str,
+    by: str | None,
+    include_tests: bool,
+    watch: bool,
+    transport: str,
+) -> None:
+    """Show a feature's metrics, with sparklines on a terminal.
+
+    Requests, success and error rates, latency percentiles, cost, tokens, health score,
+    trend and status over the last --window.
+
+    On a terminal, a sparkline per series (requests, errors, p95) over the window, by
+    --step, follows the figures; --by model adds a row per model. Piped: `field<TAB>value`
+    lines (with --by model: a row per model), no header. -o json|yaml print the series
+    (the points per step, and per model with --by model); -o csv|jsonl a row per point.
+
+    --watch prints a line per live update (every few seconds; the service's
+    MINERVA_METRICS_INTERVAL) over the WebSocket, else SSE, else polling; -o json|jsonl:
+    an object per update.
+    """
+    from minerva_ai.cli import metricsview as view
+
+    output = state.output()
+    if watch:
+        if output.format not in ("table", "json", "jsonl"):
+            raise click.BadParameter(
+                f"--watch prints table, json or jsonl, not {output.format}",
+                param_hint="'-o' / '--format'",
+            )
+        printer = view.WatchPrinter(
+            output.stream,
+            tty=output.tty,
+            color=output.color,
+            utc=state.utc,
+            json=output.format != "table",
+        )
+        _watch_metrics(state, printer, feature, window, transport)
+        return
+    client = state.client()
+    if output.format != "table":
+        series = _series(client, feature, window, step, by, include_tests)
+        if output.format in ("json", "yaml"):
+            output.item(series, [])
+        else:
+            columns = view.MODEL_SERIES_COLUMNS if by else view.SERIES_COLUMNS
+            output.items(view.series_rows(series), columns)
+        return
+    current = client.metrics.current(feature, window=window, by=by, include_tests=include_tests)
+    models = current.get("models") or []
+    if not output.tty:
+        if by:
+            output.items(models, view.MODEL_COLUMNS)
+        else:
+            output.item(current, view.CURRENT_FIELDS)
+        return
+    output.item(current, view.CURRENT_FIELDS)
+    series = _series(client, feature, window, step, None, include_tests)
+    output.write(f"\nover the last {window}, per {series.get('step') or step}:")
+    output.write(view.sparkline_table(series.get("points") or []))
+    if by:
+        output.write("\nby model:")
+        output.items(models, view.MODEL_COLUMNS)
+
+
+def _series(
+    client: Client, feature: str, window: str, step: str, by: str | None, include_tests: bool
+) -> dict[str, Any]:
+    from minerva_ai.cli.metricsview import span_minutes
+
+    since = datetime.now(UTC) - timedelta(minutes=span_minutes(window))
+    return client.metrics.series(
+        feature, since=since, step=step, by=by, include_tests=include_tests
+    )
+
+
+def _watch_metrics(
+    state: State, printer: WatchPrinter, feature: str, window: str, transport: str
+) -> None:
+    import asyncio
+    import contextlib
+
+    from minerva_ai.client import AsyncClient
+    from minerva_ai.client.metrics_follow import follow_metrics
+
+    def notice(event: Notice) -> None:
+        if event.kind == "connected":
+            state.debug(event.message)
+        elif event.kind == "lost":
+            state.warn(event.message)
+        else:
+            state.info(event.message)
+
+    async def run() -> None:
+        resolved = state.resolved()
+        log = state.debug if state.verbose else None
+        async with AsyncClient(resolved.url, resolved.token, log=log) as client:
+            await client.metrics.current(feature, window=window)  # exists, window accepted
+            state.info(f"# {feature}: metrics over the last {window}, live (Ctrl-C to stop)")
+            updates = follow_metrics(
+                client, feature, window=window, transport=transport, on_notice=notice
+            )
+            async with contextlib.aclosing(updates):
+                async for update in updates:
+                    printer.update(update)
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        raise click.exceptions.Exit(130) from None
+
+
+@features.command(name="top")
+@window_option("5m", "The figures over the last SPAN: 5m, 1h, 1d.")
+@click.option(
+    "--sort",
+    type=click.Choice(SORT_KEYS),
+    default="status",
+    show_default=True,
+    help="The first order (worst status, name, busiest, most errors, slowest, dearest).",
+)
+@transport_option
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="When neither WebSocket nor SSE is offered: seconds between two reads.",
+)
+@output_options
+@pass_state
+def features_top(
+    state: State, window: str, sort: str, transport: str, poll_interval: float
+) -> None:
+    """Every feature's live metrics, full screen, sorted by a key press.
+
+    Status, requests per minute, error rate, p95 latency, cost, health score, trend and
+    open alerts (once alerts exist).
+
+    \b
+    Keys (sorting: the worst, busiest, slowest or dearest first; the same key again
+    reverses the order):
+      s  status     n  name     r  requests per minute
+      e  errors     p  p95      c  cost
+      q  quit (Ctrl-C too): the terminal is restored as it was
+
+    Updates come live over the WebSocket, else SSE, else by polling. When stdout is not a
+    terminal (or is a dumb one: TERM=dumb; or with -o), prints one snapshot and exits 0,
+    like `top -b`: TSV without a header when piped, or -o json|jsonl|csv|yaml. Honours
+    --no-color and NO_COLOR; the status is always a word.
+    """
+    from minerva_ai.cli import metricsview as view
+
+    output = state.output()
+    if not output.tty or output.format != "table" or os.environ.get("TERM") == "dumb":
+        from minerva_ai.client.metrics_follow import overview
+
+        items = state.client().features.list(include_metrics=True, window=window)
+        snapshot = overview(window, items)
+        output.items(view.sort_features(snapshot["features"], sort), view.TOP_COLUMNS)
+        return
+    from minerva_ai.cli.top import run_top
+
+    resolved = state.resolved()
+    run_top(
+        resolved.url,
+        resolved.token,
+        window=window,
+        sort=sort,
+        transport=transport,
+        poll_interval=poll_interval,
+        color=output.color,
+        utc=state.utc,
+        log=state.debug if state.verbose else None,
+    )
 
 
 @features.group(name="settings", cls=HelpGroup)

@@ -24,11 +24,13 @@ from minerva_ai.client.backoff import Backoff
 from minerva_ai.client.resources import (
     AsyncFeatures,
     AsyncLogs,
+    AsyncMetrics,
     AsyncSettings,
     AsyncTokens,
     Call,
     Features,
     Logs,
+    Metrics,
     Settings,
     Tokens,
     segment,
@@ -254,6 +256,7 @@ class Client(_BaseClient):
         self.settings = Settings(self)
         self.tokens = Tokens(self)
         self.logs = Logs(self)
+        self.metrics = Metrics(self)
 
     def __enter__(self) -> Self:
         return self
@@ -390,6 +393,7 @@ class AsyncClient(_BaseClient):
         self.settings = AsyncSettings(self)
         self.tokens = AsyncTokens(self)
         self.logs = AsyncLogs(self)
+        self.metrics = AsyncMetrics(self)
 
     async def __aenter__(self) -> Self:
         return self

@@ -1,4 +1,5 @@
-"""The typed resource methods of the client (``.features``, ``.settings``, ``.tokens``, ``.logs``).
+"""The typed resource methods of the client (``.features``, ``.settings``, ``.tokens``, ``.logs``,
+``.metrics``).
 
 Each request is described once here as a ``Call``; the blocking and the async classes
 only differ in how they wait for it. They send through any ``Sender``/``AsyncSender``
@@ -90,9 +91,10 @@ def settings_path(feature: str) -> str:
 
 
 def _features_list_params(
-    status: str | None, search: str | None, include_metrics: bool
+    status: str | None, search: str | None, include_metrics: bool, window: str | None
 ) -> dict[str, Any]:
-    return {"status": status, "search": search, "include_metrics": include_metrics or None}
+    metrics = {"include_metrics": True, "window": window} if include_metrics else {}
+    return {"status": status, "search": search, **metrics}
 
 
 def _features_create(
@@ -146,10 +148,12 @@ class Features:
         status: str | None = None,
         search: str | None = None,
         include_metrics: bool = False,
+        window: str | None = None,
         limit: int | None = None,
     ) -> list[JSON]:
-        """Features ordered by name, across pages (``limit`` None or 0 = all)."""
-        params = _features_list_params(status, search, include_metrics)
+        """Features ordered by name, across pages (``limit`` None or 0 = all); with
+        ``include_metrics``, each with its ``metrics`` over ``window`` (default 5m)."""
+        params = _features_list_params(status, search, include_metrics, window)
         return list(self._c.paginate("/features", params, limit))
 
     def get(self, feature: str) -> JSON:
@@ -240,10 +244,12 @@ class AsyncFeatures:
         status: str | None = None,
         search: str | None = None,
         include_metrics: bool = False,
+        window: str | None = None,
         limit: int | None = None,
     ) -> list[JSON]:
-        """Features ordered by name, across pages (``limit`` None or 0 = all)."""
-        params = _features_list_params(status, search, include_metrics)
+        """Features ordered by name, across pages (``limit`` None or 0 = all); with
+        ``include_metrics``, each with its ``metrics`` over ``window`` (default 5m)."""
+        params = _features_list_params(status, search, include_metrics, window)
         return [item async for item in self._c.paginate("/features", params, limit)]
 
     async def get(self, feature: str) -> JSON:
@@ -319,6 +325,13 @@ class AsyncTokens:
         return await self._c.data(Call("DELETE", f"/tokens/{segment(token_id)}"))
 
 
+def iso_param(key: str, value: datetime) -> str:
+    """A query parameter's time, in UTC with ``Z``; a naive time is refused."""
+    if value.tzinfo is None:
+        raise UsageError(f"{key}: a time needs a timezone ({value.isoformat()})")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def log_params(filters: Mapping[str, Any] | None) -> dict[str, Any]:
     """Query parameters for a log filter: levels may be a list, times aware datetimes."""
     params: dict[str, Any] = {}
@@ -328,9 +341,7 @@ def log_params(filters: Mapping[str, Any] | None) -> dict[str, Any]:
         if value is None:
             continue
         if isinstance(value, datetime):
-            if value.tzinfo is None:
-                raise UsageError(f"{key}: a time needs a timezone ({value.isoformat()})")
-            value = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            value = iso_param(key, value)
         elif isinstance(value, list | tuple):
             value = ",".join(value)
         params[key] = value
@@ -536,3 +547,92 @@ class AsyncLogs:
         """One page of what committed after ``cursor``, oldest first (the poller's view)."""
         params = _after_params(cursor, filters, limit)
         return _log_page(cursor, await self._c.request("GET", "/logs", params=params))
+
+
+def metrics_params(
+    window: str | None = None, by: str | None = None, include_tests: bool = False
+) -> dict[str, Any]:
+    """The query of every metrics read: ``window`` (5m, 1h, 1d), ``by=model``, test traffic."""
+    return {"window": window, "by": by, "include_tests": include_tests or None}
+
+
+def _metrics_current(feature: str, window: str, by: str | None, include_tests: bool) -> Call:
+    params = metrics_params(window, by, include_tests)
+    return Call("GET", f"{feature_path(feature)}/metrics/current", params)
+
+
+def _metrics_series(
+    feature: str,
+    since: datetime | None,
+    until: datetime | None,
+    step: str | None,
+    by: str | None,
+    include_tests: bool,
+) -> Call:
+    times = {k: iso_param(k, v) for k, v in (("since", since), ("until", until)) if v is not None}
+    params = {**metrics_params(None, by, include_tests), "step": step, **times}
+    return Call("GET", f"{feature_path(feature)}/metrics", params)
+
+
+class Metrics:
+    """``client.metrics``: a feature's current figures and their time series."""
+
+    def __init__(self, client: Sender) -> None:
+        self._c = client
+
+    def current(
+        self,
+        feature: str,
+        *,
+        window: str = "5m",
+        by: str | None = None,
+        include_tests: bool = False,
+    ) -> JSON:
+        """Requests, rates, latency percentiles, cost, health score, trend and status over
+        the last ``window``; ``by="model"`` adds ``models``, one entry per model."""
+        return self._c.data(_metrics_current(feature, window, by, include_tests))
+
+    def series(
+        self,
+        feature: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        step: str | None = None,
+        by: str | None = None,
+        include_tests: bool = False,
+    ) -> JSON:
+        """The same figures per ``step`` (1m to 1d) from ``since`` to ``until`` (the
+        service's defaults: the last hour, by minute): ``{"points": [...], ...}``."""
+        return self._c.data(_metrics_series(feature, since, until, step, by, include_tests))
+
+
+class AsyncMetrics:
+    """``client.metrics`` of ``AsyncClient``."""
+
+    def __init__(self, client: AsyncSender) -> None:
+        self._c = client
+
+    async def current(
+        self,
+        feature: str,
+        *,
+        window: str = "5m",
+        by: str | None = None,
+        include_tests: bool = False,
+    ) -> JSON:
+        """Current figures over the last ``window`` (see ``Metrics.current``)."""
+        return await self._c.data(_metrics_current(feature, window, by, include_tests))
+
+    async def series(
+        self,
+        feature: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        step: str | None = None,
+        by: str | None = None,
+        include_tests: bool = False,
+    ) -> JSON:
+        """The figures per ``step`` (see ``Metrics.series``)."""
+        return await self._c.data(_metrics_series(feature, since, until, step, by, include_tests))
