@@ -2,6 +2,10 @@
 
     python examples/traffic.py [--duration 1h] [--rate 10] [--backfill 10m] [--seed N]
 
+Metrics move: one minute in six, support-summarizer's primary model fails half of its
+calls with a 503 and the caller retries on its fallback (a second entry with the same
+``request_id``), so its error rate, health score and status drop and recover.
+
 Bounded by design: about 5-20 entries a second (``--rate`` on average, with the odd
 burst), sent once a second through ``minerva_ai.client.Client``; it stops after
 ``--duration`` (default one hour), or at once on SIGTERM or Ctrl-C after sending what it
@@ -128,6 +132,14 @@ FEATURES = (
     ),
 )
 
+INCIDENT_FEATURE = "support-summarizer"
+INCIDENT_EVERY_MIN = 6  # the incident is the 4th minute of every 6 (UTC)
+
+
+def in_incident(at: datetime) -> bool:
+    return at.minute % INCIDENT_EVERY_MIN == 3
+
+
 FAILURES = (
     ("error", "error", "upstream 503 from the provider; retries exhausted"),
     ("error", "timeout", "request timed out after 30000 ms"),
@@ -198,10 +210,31 @@ class Traffic:
             entry.update(level="debug", message=f"cache hit for request {entry['request_id']}")
         return entry
 
+    def attempts(self, at: datetime) -> list[Entry]:
+        """A call: one entry, or during an incident a failed primary and its fallback."""
+        entry = self.entry(at)
+        if entry["feature"] != INCIDENT_FEATURE or not in_incident(at):
+            return [entry]
+        if self.random.random() < 0.5:
+            return [entry]
+        failed = {
+            **entry,
+            "id": str(uuid.UUID(int=self.random.getrandbits(128), version=4)),
+            "level": "error",
+            "status": "error",
+            "model": "claude-sonnet-4-5",
+            "message": "upstream 503 from the provider: overloaded; retrying on gpt-4o",
+            "latency_ms": round(self.random.uniform(800, 1500), 1),
+            "tokens_out": 0,
+            "cost": 0.0,
+        }
+        fallback = {**entry, "model": "gpt-4o", "message": "fallback: " + entry["message"]}
+        return [failed, fallback]
+
     def second(self, rate: float, end: datetime) -> list[Entry]:
         count = self.per_second(rate, end.timestamp())
         offsets = sorted(self.random.random() for _ in range(count))
-        return [self.entry(end - timedelta(seconds=1 - o)) for o in offsets]
+        return [e for o in offsets for e in self.attempts(end - timedelta(seconds=1 - o))]
 
     def history(self, rate: float, span: timedelta, end: datetime) -> Iterator[Entry]:
         second = end - span
