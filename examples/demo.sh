@@ -103,6 +103,8 @@ run features settings set photo-tagging --set rate_limits.requests_per_minute=15
 run features settings set photo-tagging examples/settings/photo-tagging-rate-limits.yaml
 run features settings history photo-tagging
 run features list -o json --status maintenance
+run features list --with-metrics
+run features metrics support-summarizer --window 15m --by model
 run logs tail -n 5
 run logs tail --level warn+ -n 5
 run logs export -o csv --since 5m --out "$DEMO_DIR/logs.csv"
@@ -116,6 +118,7 @@ and a traffic generator writes logs to it for an hour (log: $TRAFFIC_LOG).
 Use it from this shell with:
     export MINERVA_CONFIG_DIR=$MINERVA_CONFIG_DIR MINERVA_PROFILE=local
     $CLI features list
+    $CLI features top                 # every feature, live; q to quit
     $CLI logs tail -f                 # live logs; Ctrl-C to stop
     $CLI logs tail -f --level warn+   # only warnings and worse
 Stop both with:  make demo-stop
