@@ -15,7 +15,7 @@ import sys
 import termios
 import tty
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -46,7 +46,6 @@ class TopView:
     snapshot: JSON | None = None
     notice: str = "connecting…"
     utc: bool = False
-    updates: int = field(default=0)
 
     def press(self, key: str) -> bool:
         """Apply a key press; ``False`` when it asks to quit."""
@@ -57,10 +56,6 @@ class TopView:
             self.reverse = not self.reverse if chosen == self.sort else False
             self.sort = chosen
         return True
-
-    def show(self, snapshot: JSON) -> None:
-        self.snapshot = snapshot
-        self.updates += 1
 
     def render(self) -> RenderableType:
         features = list((self.snapshot or {}).get("features") or [])
@@ -137,7 +132,7 @@ async def _follow(
     )
     async with contextlib.aclosing(updates):
         async for snapshot in updates:
-            view.show(snapshot)
+            view.snapshot = snapshot
             redraw()
 
 
