@@ -6,7 +6,8 @@ load balancer, a slow reader told ``overflow``), it reconnects with backoff and 
 after the last cursor it yielded. ``auto`` detects what the service offers: a refused
 WebSocket handshake (or a socket without the ``logs`` channel) falls back to SSE, an SSE
 path that is missing or broken while the rest of the API answers falls back to polling
-``GET /logs?after=``. httpx and websockets are imported here, never by ``--help``.
+``GET /logs?after=``. The chain itself, ``Follower``, is shared with the metrics follower
+(``metrics_follow``). httpx and websockets are imported here, never by ``--help``.
 """
 
 from __future__ import annotations

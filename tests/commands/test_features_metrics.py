@@ -255,3 +255,30 @@ def test_on_a_terminal_the_figures_come_with_sparklines(traffic: LiveService) ->
     assert "█" in sparks["errors"]
     assert sparks["p95 ms"].startswith(" ") and "█" in sparks["p95 ms"]  # no calls: blank
     assert re.search(r"MODEL +STATUS", screen) and re.search(r"primary +\w+", screen)
+
+
+def test_watch_on_a_terminal_shows_its_header_once(traffic: LiveService) -> None:
+    import os
+    import signal
+
+    import pexpect
+
+    env = {**os.environ, "MINERVA_URL": traffic.url, "MINERVA_TOKEN": traffic.token}
+    child = pexpect.spawn(
+        MINERVA_AI,
+        ["features", "metrics", "tagger", "--watch"],
+        env={**env, "NO_COLOR": "1", "TERM": "xterm"},
+        encoding="utf-8",
+        timeout=WAIT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        child.expect(r"AS OF +STATUS +HEALTH +TREND +REQUESTS")
+        for _ in range(2):  # two updates, each a line of its own
+            child.expect(r"\r\n\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +\w+ +[\d.]+ +\S+ +3 ")
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 130
+    assert "AS OF" not in child.before  # the header came once
