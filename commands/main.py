@@ -28,6 +28,10 @@ Exit codes:
 
 # name -> ("module:attribute", short help); modules are imported only when used.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "alerts": (
+        "minerva_ai.commands.alerts:alerts",
+        "List, acknowledge, silence and watch alerts; manage alert rules and webhooks.",
+    ),
     "auth": ("minerva_ai.commands.auth:auth", "Log in, check who you are, manage API tokens."),
     "features": ("minerva_ai.commands.features:features", "List, create and change AI features."),
     "load-test": (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,10 +164,14 @@ def update_settings(
     *,
     replace: Mapping[str, Any] | None = None,
     assignments: Sequence[Assignment] = (),
+    edit: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
     dry_run: bool = False,
     retries: int = 1,
 ) -> SettingsUpdate:
     """Replace whole sections and/or set single fields, on the version just read.
+
+    ``edit`` gets the settings read and returns the sections it changes (``alerts rules``):
+    like the assignments, it is applied again to what a retry reads.
 
     On a version conflict the settings are read again and the change re-applied, at most
     ``retries`` times. Nothing is written on a dry run or when nothing would change.
@@ -178,6 +182,8 @@ def update_settings(
         before = client.settings.get(feature)
         current = before.get("settings") or {}
         sections = dict(replace or {})
+        if edit is not None:
+            sections.update(edit({**current, **sections}))
         sections.update(apply_assignments({**current, **sections}, assignments))
         changes = diff_settings(current, {**current, **sections})
         if dry_run:  # the service validates: a dry run fails where the write would

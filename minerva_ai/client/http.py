@@ -22,6 +22,8 @@ import orjson
 from minerva_ai import __version__
 from minerva_ai.client.backoff import Backoff
 from minerva_ai.client.resources import (
+    Alerts,
+    AsyncAlerts,
     AsyncFeatures,
     AsyncLogs,
     AsyncMetrics,
@@ -32,6 +34,7 @@ from minerva_ai.client.resources import (
     Logs,
     Metrics,
     Settings,
+    Silences,
     Tokens,
     segment,
     settings_path,
@@ -257,6 +260,8 @@ class Client(_BaseClient):
         self.tokens = Tokens(self)
         self.logs = Logs(self)
         self.metrics = Metrics(self)
+        self.alerts = Alerts(self)
+        self.silences = Silences(self)
 
     def __enter__(self) -> Self:
         return self
@@ -394,6 +399,7 @@ class AsyncClient(_BaseClient):
         self.tokens = AsyncTokens(self)
         self.logs = AsyncLogs(self)
         self.metrics = AsyncMetrics(self)
+        self.alerts = AsyncAlerts(self)
 
     async def __aenter__(self) -> Self:
         return self

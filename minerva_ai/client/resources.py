@@ -1,5 +1,5 @@
 """The typed resource methods of the client (``.features``, ``.settings``, ``.tokens``, ``.logs``,
-``.metrics``).
+``.metrics``, ``.alerts``, ``.silences``).
 
 Each request is described once here as a ``Call``; the blocking and the async classes
 only differ in how they wait for it. They send through any ``Sender``/``AsyncSender``
@@ -636,3 +636,159 @@ class AsyncMetrics:
     ) -> JSON:
         """The figures per ``step`` (see ``Metrics.series``)."""
         return await self._c.data(_metrics_series(feature, since, until, step, by, include_tests))
+
+
+def _alerts_list_params(
+    state: str | None, severity: str | None, feature: str | None, labels: Mapping[str, str] | None
+) -> dict[str, Any]:
+    label = [f"{k}={v}" for k, v in (labels or {}).items()] or None
+    return {"state": state, "severity": severity, "feature": feature, "label": label}
+
+
+def alert_path(alert_id: str) -> str:
+    return f"/alerts/{segment(alert_id)}"
+
+
+def _alert_note(alert_id: str, action: str, note: str | None) -> Call:
+    return Call("POST", f"{alert_path(alert_id)}/{action}", json={"note": note} if note else {})
+
+
+def alert_rules_path(feature: str) -> str:
+    return f"{feature_path(feature)}/alert-rules"
+
+
+def _alert_rule_evaluation(feature: str, rule: str) -> Call:
+    return Call("GET", f"{alert_rules_path(feature)}/{segment(rule)}/evaluation")
+
+
+@dataclass(frozen=True)
+class TransitionPage:
+    """Alert transitions committed after a cursor (oldest first), and where to ask next."""
+
+    items: list[JSON]
+    next_cursor: str
+
+
+def _transitions_params(cursor: str | None, limit: int) -> dict[str, Any]:
+    return {"after": cursor, "limit": limit}
+
+
+def _transition_page(cursor: str | None, body: JSON) -> TransitionPage:
+    next_cursor = body.get("next_cursor") or cursor or "0"
+    return TransitionPage(list(body.get("data") or []), str(next_cursor))
+
+
+class Alerts:
+    """``client.alerts``: alerts, their transitions, and each feature's alert rules."""
+
+    def __init__(self, client: Sender) -> None:
+        self._c = client
+
+    def rules(self, feature: str) -> list[JSON]:
+        """The feature's alert rules, each ``{"rule": {...}, "current": {"state", ...}}``."""
+        return list(self._c.request("GET", alert_rules_path(feature)).get("data") or [])
+
+    def list(
+        self,
+        *,
+        state: str | None = None,
+        severity: str | None = None,
+        feature: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int | None = None,
+    ) -> list[JSON]:
+        """Alerts, newest first, across pages (``state`` open or resolved; None = both)."""
+        params = _alerts_list_params(state, severity, feature, labels)
+        return list(self._c.paginate("/alerts", params, limit))
+
+    def get(self, alert_id: str) -> JSON:
+        """An alert with its ``transitions``, webhook ``deliveries`` and the feature's
+        ``settings_changes`` in the hour before it opened."""
+        return self._c.data(Call("GET", alert_path(alert_id)))
+
+    def acknowledge(self, alert_id: str, note: str | None = None) -> JSON:
+        """Stop renotifications of an open alert; ``ConflictError`` once it is resolved."""
+        return self._c.data(_alert_note(alert_id, "acknowledge", note))
+
+    def resolve(self, alert_id: str, note: str | None = None) -> JSON:
+        """Close an open alert by hand; ``ConflictError`` once it is resolved."""
+        return self._c.data(_alert_note(alert_id, "resolve", note))
+
+    def transitions(self, cursor: str | None = None, *, limit: int = 1000) -> TransitionPage:
+        """One page of the transitions committed after ``cursor``, oldest first."""
+        params = _transitions_params(cursor, limit)
+        body = self._c.request("GET", "/alerts/transitions", params=params)
+        return _transition_page(cursor, body)
+
+    def evaluate_rule(self, feature: str, rule: str) -> JSON:
+        """The rule evaluated now, changing nothing: ``state``, ``would_be``, ``value``,
+        ``requests``, ``window``, ``reason``."""
+        return self._c.data(_alert_rule_evaluation(feature, rule))
+
+
+class AsyncAlerts:
+    """``client.alerts`` of ``AsyncClient``: what the alert follower needs."""
+
+    def __init__(self, client: AsyncSender) -> None:
+        self._c = client
+
+    async def get(self, alert_id: str) -> JSON:
+        return await self._c.data(Call("GET", alert_path(alert_id)))
+
+    async def transitions(self, cursor: str | None = None, *, limit: int = 1000) -> TransitionPage:
+        """One page of the transitions committed after ``cursor``, oldest first."""
+        params = _transitions_params(cursor, limit)
+        body = await self._c.request("GET", "/alerts/transitions", params=params)
+        return _transition_page(cursor, body)
+
+
+def _silence_create(
+    feature: str | None,
+    rule: str | None,
+    severity: str | None,
+    labels: Mapping[str, str] | None,
+    starts_at: datetime | None,
+    ends_at: datetime | None,
+    duration: str | None,
+    comment: str,
+) -> Call:
+    times = {k: iso_param(k, v) for k, v in (("starts_at", starts_at), ("ends_at", ends_at)) if v}
+    fields = {"feature": feature, "rule": rule, "severity": severity, "duration": duration}
+    body: JSON = {k: v for k, v in fields.items() if v is not None} | times
+    body |= {"labels": dict(labels or {}), "comment": comment}
+    return Call("POST", "/silences", json=body)
+
+
+class Silences:
+    """``client.silences``: while one matches an alert, its notifications are not sent."""
+
+    def __init__(self, client: Sender) -> None:
+        self._c = client
+
+    def list(self, *, include_expired: bool = False, limit: int | None = None) -> list[JSON]:
+        """Active and upcoming silences, latest ending first (with ``include_expired``: all)."""
+        params = {"include_expired": include_expired or None}
+        return list(self._c.paginate("/silences", params, limit))
+
+    def create(
+        self,
+        comment: str,
+        *,
+        feature: str | None = None,
+        rule: str | None = None,
+        severity: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        starts_at: datetime | None = None,
+        ends_at: datetime | None = None,
+        duration: str | None = None,
+    ) -> JSON:
+        """Silence ``feature``'s alerts (None: every feature's), optionally one ``rule``,
+        ``severity`` or ``labels``, from ``starts_at`` (now) to ``ends_at`` or for
+        ``duration`` (``30m``, ``2h``, ``1d``): exactly one of the two."""
+        return self._c.data(
+            _silence_create(feature, rule, severity, labels, starts_at, ends_at, duration, comment)
+        )
+
+    def expire(self, silence_id: str) -> JSON:
+        """End a silence now (it stays listed with ``include_expired``)."""
+        return self._c.data(Call("DELETE", f"/silences/{segment(silence_id)}"))
