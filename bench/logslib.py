@@ -641,3 +641,189 @@ def environment(**values: str) -> Any:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+# --- metrics: minute rollups seeded in SQL, the ingest without them --------------------------
+
+# Per (feature, model) minute of 7 days: realistic counts around each pair's rate (a daily
+# swing, noise), a rare error or timeout, ~5% of calls three buckets slower, in a histogram
+# of two buckets like {"27": 3, "30": 1}. Minutes in order, so the table is clustered by time.
+SEED_METRIC_MINUTES_SQL = """
+INSERT INTO metric_minutes AS m (organization_id, feature_id, minute, model, test, requests,
+                                 successes, errors, timeouts, latency_count, latency_sum,
+                                 latency_hist, tokens_in, tokens_out, cost)
+SELECT %(org)s::uuid, p.feature_id, t.minute, p.model, false, c.req,
+       c.req - c.err - c.tmo, c.err, c.tmo, c.req,
+       round((c.req * p.latency * (0.8 + 0.4 * random()))::numeric, 1),
+       CASE WHEN c.slow = 0 THEN jsonb_build_object(p.bucket::text, c.req)
+            WHEN c.slow = c.req THEN jsonb_build_object((p.bucket + 3)::text, c.req)
+            ELSE jsonb_build_object(p.bucket::text, c.req - c.slow, (p.bucket + 3)::text, c.slow)
+       END,
+       c.req * p.tokens_in, c.req * p.tokens_out,
+       round((c.req * (p.tokens_in * 0.15 + p.tokens_out * 0.6) / 1000000)::numeric, 6)
+FROM generate_series(%(start)s::timestamptz, %(end)s::timestamptz, interval '1 minute')
+       AS t(minute)
+CROSS JOIN unnest(%(features)s::uuid[], %(models)s::text[], %(rates)s::float8[],
+                  %(error_rates)s::float8[], %(buckets)s::int[], %(latencies)s::float8[],
+                  %(tokens_in)s::int[], %(tokens_out)s::int[])
+       AS p(feature_id, model, rate, error_rate, bucket, latency, tokens_in, tokens_out)
+CROSS JOIN LATERAL (
+    SELECT e.n AS req, e.err, least(e.n - e.err, floor(e.n * 0.002 + random() * 0.2)::int) AS tmo,
+           least(e.n, floor(e.n * 0.05 + random())::int) AS slow
+    FROM (SELECT r.n, least(r.n, floor(r.n * p.error_rate + random())::int) AS err
+          FROM (SELECT greatest(1, round(p.rate * (1 + 0.5 * sin(extract(epoch FROM t.minute)
+                                                                / 13751.0))
+                                         * (0.7 + 0.6 * random())))::int AS n) r) e
+) c
+ORDER BY t.minute
+"""
+
+
+def seed_metric_minutes(
+    dbs: Databases,
+    feature_ids: list[str],
+    days: float,
+    end: datetime,
+    second_model_every: int = 10,
+    say: Callable[[str], None] = print,
+) -> dict[str, float]:
+    """Minute rollups of ``feature_ids`` for the ``days`` before ``end`` (its minute
+    included): one model per feature, two on one feature in ``second_model_every``. Drops
+    the table's indexes, loads a day per statement, rebuilds them as they were (their own
+    definitions), then VACUUM ANALYZE. Returns the rows and the seconds each phase took."""
+    import psycopg
+
+    rng = random.Random(11)
+    pairs = []
+    for i, fid in enumerate(feature_ids):
+        rate = min(600.0, rng.lognormvariate(2.5, 1.0))  # calls a minute, median ~12
+        models = [MODELS[i % len(MODELS)]]
+        if second_model_every and i % second_model_every == 0:
+            models.append(MODELS[(i + 1) % len(MODELS)])
+        for k, model in enumerate(models):
+            bucket = rng.randrange(24, 29)  # [200, 250) to [630, 800) ms
+            pairs.append(
+                {
+                    "feature": fid,
+                    "model": model,
+                    "rate": rate if k == 0 else rate / 5,
+                    "error_rate": rng.choice([0.001, 0.003, 0.01, 0.03]),
+                    "bucket": bucket,
+                    "latency": (200, 250, 315, 400, 500)[bucket - 24] * 1.1,
+                    "tokens_in": rng.randrange(100, 3000),
+                    "tokens_out": rng.randrange(20, 600),
+                }
+            )
+    columns = {
+        name: [p[key] for p in pairs]
+        for name, key in [
+            ("features", "feature"),
+            ("models", "model"),
+            ("rates", "rate"),
+            ("error_rates", "error_rate"),
+            ("buckets", "bucket"),
+            ("latencies", "latency"),
+            ("tokens_in", "tokens_in"),
+            ("tokens_out", "tokens_out"),
+        ]
+    }
+    last = end.astimezone(UTC).replace(second=0, microsecond=0)
+    first = last - timedelta(days=days) + timedelta(minutes=1)
+    timings: dict[str, float] = {}
+    with psycopg.connect(dbs.database_url, autocommit=True) as conn:
+        conn.execute("SELECT setseed(0.11)")
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        indexes = conn.execute(
+            "SELECT c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c "
+            "WHERE c.conrelid = 'metric_minutes'::regclass AND c.contype = 'p'"
+        ).fetchall()
+        plain = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'metric_minutes' "
+            "AND indexname NOT IN (SELECT conname FROM pg_constraint "
+            "WHERE conrelid = 'metric_minutes'::regclass)"
+        ).fetchall()
+        for name, _ in indexes:
+            conn.execute(f"ALTER TABLE metric_minutes DROP CONSTRAINT {name}")
+        for name, _ in plain:
+            conn.execute(f"DROP INDEX {name}")
+        t0 = time.perf_counter()
+        day_start = first
+        while day_start <= last:
+            day_end = min(last, day_start + timedelta(days=1) - timedelta(minutes=1))
+            conn.execute(
+                SEED_METRIC_MINUTES_SQL,
+                {"org": dbs.organization_id, "start": day_start, "end": day_end, **columns},
+            )
+            elapsed = time.perf_counter() - t0
+            say(f"  seeded rollups up to {day_end:%Y-%m-%d %H:%M} ({elapsed:.0f} s)")
+            day_start = day_end + timedelta(minutes=1)
+        timings["insert_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for name, definition in indexes:
+            conn.execute(f"ALTER TABLE metric_minutes ADD CONSTRAINT {name} {definition}")
+        for _, definition in plain:
+            conn.execute(definition)
+        timings["indexes_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        conn.execute("VACUUM ANALYZE metric_minutes")
+        timings["vacuum_analyze_s"] = time.perf_counter() - t0
+        row = conn.execute("SELECT count(*) FROM metric_minutes").fetchone()
+        timings["rows"] = float(row[0]) if row else 0.0
+        size = conn.execute("SELECT pg_total_relation_size('metric_minutes')").fetchone()
+        timings["bytes"] = float(size[0]) if size else 0.0
+    return timings
+
+
+def insert_logs_without_rollups(with_rollups: str) -> str:
+    """The ingest's ``insert_logs_from_staging`` without its rollup CTEs: the very INSERT of
+    its ``inserted`` CTE, returning ``seq`` only (what the service reads of it)."""
+    found = re.search(
+        r"WITH inserted AS \(\s*(INSERT INTO logs .*?)\s+RETURNING [^)]*\),\s*calls AS",
+        with_rollups,
+        re.DOTALL,
+    )
+    if found is None:
+        raise RuntimeError("insert_logs_from_staging no longer has an `inserted` CTE")
+    return f"{found[1]}\nRETURNING seq"
+
+
+# --- many WebSocket clients in one process -------------------------------------------------
+
+
+async def open_subscribed(
+    url: str, token: str, subscription: dict[str, Any], **options: Any
+) -> Any:
+    """A WebSocket authenticated with the bearer header, once ``subscribe`` is answered."""
+    from websockets.asyncio.client import connect
+
+    ws = await connect(url, additional_headers={"Authorization": f"Bearer {token}"}, **options)
+    await ws.send(orjson.dumps({"type": "subscribe", "data": subscription}).decode())
+    while orjson.loads(await ws.recv())["type"] != "subscribed":
+        pass
+    return ws
+
+
+async def close_when(stop: Any, sockets: list[Any], readers: list[asyncio.Task[None]]) -> None:
+    """Once ``stop`` (an Event of another process) is set, close every socket and wait for
+    its reader."""
+    while not stop.is_set():
+        await asyncio.sleep(0.05)
+    for ws in sockets:
+        await ws.close()
+    await asyncio.gather(*readers, return_exceptions=True)
+
+
+def run_pinned(cpu: int, main: Any) -> dict[str, Any]:
+    """The coroutine ``main`` run with uvloop in this process pinned to ``cpu``; its result
+    (a dict) with the CPU seconds the process used meanwhile, ``cpu_s``."""
+    import resource
+
+    import uvloop
+    from benchlib import pin_self
+
+    pin_self(cpu)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    out: dict[str, Any] = uvloop.run(main)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    out["cpu_s"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return out
