@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from minerva_ai import __version__
 from minerva_ai.core.protocol import API_PREFIX
-from minerva_ai.service import apidoc, errors, metrics
+from minerva_ai.service import alerts, apidoc, errors, metrics
 from minerva_ai.service.bus import Bus
 from minerva_ai.service.config import ServiceConfig
 from minerva_ai.service.db import Row
@@ -29,11 +29,13 @@ from minerva_ai.service.log_follow import FollowHub
 from minerva_ai.service.logs import maintain
 from minerva_ai.service.metrics_live import MetricsHub
 from minerva_ai.service.responses import JSONResponse, error_body
+from minerva_ai.service.routes import alerts as alerts_routes
 from minerva_ai.service.routes import (
     features,
     health,
     logs,
     settings,
+    silences,
     tokens,
     websocket,
 )
@@ -126,8 +128,15 @@ def background_jobs(state: AppState) -> list[Job]:
         if removed:
             log.info("metrics retention removed %d minute rollups", removed)
 
+    async def evaluate_alerts(lease: Lease) -> None:
+        async with state.pool.connection() as conn:
+            changed = await alerts.evaluate(conn, fence=lease.fence)
+        for organization_id in changed:
+            await state.bus.publish(alerts.TOPIC.format(organization_id=organization_id), {})
+
     return [
         Job(JobName.LOG_MAINTENANCE, LOG_MAINTENANCE_EVERY_S, maintain_logs),
+        Job(JobName.ALERT_EVALUATION, state.config.alert_interval_s, evaluate_alerts),
         Job(JobName.METRICS_RETENTION, LOG_MAINTENANCE_EVERY_S, expire_metrics),
     ]
 
@@ -206,7 +215,8 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     errors.install(app)
     apidoc.install(app, API_PREFIX)
     app.include_router(health.router)
-    for module in (features, metrics_routes, settings, logs, tokens, websocket):
+    routers = (features, metrics_routes, settings, logs, alerts_routes, silences, tokens, websocket)
+    for module in routers:
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     return app

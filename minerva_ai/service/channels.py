@@ -10,6 +10,7 @@ cancels on ``unsubscribe`` or when the socket closes. Unknown names are answered
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 from weakref import WeakKeyDictionary
 
 from minerva_ai.core.protocol import FOLLOW_FILTERS
-from minerva_ai.service import logs, metrics
+from minerva_ai.service import alerts, logs, metrics
 from minerva_ai.service.bus import Subscription
 from minerva_ai.service.deps import AppState
 from minerva_ai.service.errors import ApiError
@@ -244,3 +245,64 @@ async def _metrics_pump(request: Subscribe, watcher: Watcher) -> None:
             await request.socket.put(ws_frame(await watcher.next()))
     finally:
         watcher.close()
+
+
+# alerts: every transition of the organization's alerts (or a feature's), resumable by cursor
+
+ALERT_PAGE = 500
+ALERT_POLL_S = 2.0  # a safety net: a notice lost with a Redis restart costs seconds
+
+
+@channel("alerts", resumable=True)
+async def subscribe_alerts(request: Subscribe) -> None:
+    socket, org_id = request.socket, request.principal.organization_id
+    after = request.data.get("after")
+    if after is not None and not (isinstance(after, str) and after.isdigit() and len(after) < 19):
+        socket.error("bad_message", f"`after` {after!r} is not a transition cursor")
+        return
+    notices = socket.state.bus.subscribe(alerts.TOPIC.format(organization_id=org_id), 100)
+    if after is None:
+        async with socket.state.pool.connection() as conn:
+            after = str(await alerts.current_cursor(conn, org_id))
+    request.start(_alerts_pump(request, notices, int(after)), after=after)
+
+
+async def _alerts_pump(request: Subscribe, notices: Subscription, after: int) -> None:
+    """Each transition after the cursor once, in commit order: read on every notice that
+    some were written (and every few seconds, in case a notice was lost)."""
+    socket, org_id = request.socket, request.principal.organization_id
+    feature = request.feature
+    last = after
+    try:
+        while True:
+            async with socket.state.pool.connection() as conn:
+                rows = await alerts.transitions_after(conn, org_id, last, ALERT_PAGE)
+                found = await alerts.alerts_by_id(
+                    conn, (r["alert_id"] for r in rows if r["alert_id"])
+                )
+            for row in rows:
+                last = row["seq"]
+                if feature is not None and row["feature_id"] != feature["id"]:
+                    continue
+                alert = found.get(row["alert_id"]) if row["alert_id"] else None
+                event = {
+                    "alert": alerts.alert_view(alert) if alert else None,
+                    "transition": alerts.transition_view(row),
+                    "cursor": str(row["seq"]),
+                }
+                await socket.put(frame("alert", event))
+            if len(rows) == ALERT_PAGE:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(notices.get(), ALERT_POLL_S)
+            notices.reset()
+    except Exception as exc:  # the database failed us: say so, with where to resume
+        log.warning("alerts subscription ended: %s", exc)
+        socket.error(
+            "follow_failed",
+            "reading alerts failed; subscribe again with `after` = cursor",
+            channel="alerts",
+            cursor=str(last),
+        )
+    finally:
+        notices.close()

@@ -64,6 +64,8 @@ class ServiceConfig:
     metrics_interval_s: float = 5.0
     # Minute rollups are kept this long: never shorter than the logs they summarise.
     metrics_retention: timedelta = timedelta(days=90)
+    # How often alert rules are evaluated (one instance at a time).
+    alert_interval_s: float = 15.0
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
@@ -96,4 +98,5 @@ class ServiceConfig:
             token_recheck_s=_number("MINERVA_TOKEN_RECHECK", 10.0, 0.1),
             metrics_interval_s=_number("MINERVA_METRICS_INTERVAL", 5.0, 0.05),
             metrics_retention=metrics_retention,
+            alert_interval_s=_number("MINERVA_ALERT_INTERVAL", 15.0, 0.1),
         )

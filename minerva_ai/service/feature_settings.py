@@ -87,15 +87,42 @@ class RateLimits(_Strict):
     cost_per_day: float | None = Field(default=None, gt=0)
 
 
+PERCENT_METRICS = ("error_rate", "success_rate", "uptime")
+LabelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")]
+LabelValue = Annotated[str, StringConstraints(max_length=256)]
+
+
 class AlertRule(_Strict):
+    """A threshold on a metric of the feature (docs/alerts.md). Optional fields left out
+    take their documented defaults when the rule is evaluated."""
+
     name: Name
-    metric: Literal["error_rate", "response_time", "success_rate", "uptime", "cost", "tokens"]
+    metric: Literal[
+        "error_rate",
+        "response_time",
+        "success_rate",
+        "uptime",
+        "cost",
+        "tokens",
+        "p95_ms",
+        "p99_ms",
+        "requests_per_minute",
+    ]
     operator: Literal[">", ">=", "<", "<="]
     threshold: float
     warning_threshold: float | None = None
     window: Duration = "5m"
     for_: Duration | None = Field(default=None, alias="for")
     severity: Literal["info", "warning", "critical"] = "warning"
+    min_requests: int | None = Field(default=None, ge=0, le=1_000_000)  # default 1
+    no_data: Literal["ok", "alerting", "no_data"] | None = None  # default no_data
+    keep_firing_for: Duration | None = None  # default 0
+    renotify: Annotated[str, StringConstraints(pattern=r"^(0|[1-9][0-9]*(m|h|d))$")] | None = (
+        None  # default 4h; "0": never
+    )
+    enabled: bool | None = None  # default true
+    labels: dict[LabelName, LabelValue] | None = Field(default=None, max_length=20)
+    runbook_url: HttpUrl | None = None
 
 
 class Slo(_Strict):
@@ -145,7 +172,39 @@ def template_variables(template: str) -> list[str]:
     return list(dict.fromkeys(_PLACEHOLDER.findall(template)))
 
 
-def _cross_checks(section: str, value: dict[str, Any]) -> list[Problem]:
+def _seconds(duration: str) -> int:
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[duration[-1]]
+
+
+def _rule_checks(where: str, rule: dict[str, Any], alert_interval_s: float) -> list[Problem]:
+    problems: list[Problem] = []
+    if _seconds(rule["window"]) % 60:
+        problems.append(
+            {"field": f"{where}.window", "message": "must be whole minutes (e.g. 5m, 1h, 1d)"}
+        )
+    wait = rule.get("for")
+    if wait is not None and _seconds(wait) < alert_interval_s:
+        problems.append(
+            {
+                "field": f"{where}.for",
+                "message": f"must be at least the evaluation interval ({alert_interval_s:g}s, "
+                "MINERVA_ALERT_INTERVAL)",
+            }
+        )
+    low, high = (0.0, 100.0) if rule["metric"] in PERCENT_METRICS else (0.0, None)
+    for name in ("threshold", "warning_threshold"):
+        value = rule.get(name)
+        if value is None:
+            continue
+        if value < low or (high is not None and value > high):
+            unit = "a percent, 0-100" if high is not None else "not negative"
+            problems.append({"field": f"{where}.{name}", "message": f"{rule['metric']} is {unit}"})
+    return problems
+
+
+def _cross_checks(
+    section: str, value: dict[str, Any], alert_interval_s: float = 15.0
+) -> list[Problem]:
     problems: list[Problem] = []
     if section == "models":
         names = set(value["definitions"])
@@ -190,6 +249,7 @@ def _cross_checks(section: str, value: dict[str, Any]) -> list[Problem]:
                     }
                 )
             seen_rules.add(rule["name"])
+            problems.extend(_rule_checks(where, rule, alert_interval_s))
             warning = rule.get("warning_threshold")
             if warning is None:
                 continue
@@ -208,8 +268,13 @@ def _cross_checks(section: str, value: dict[str, Any]) -> list[Problem]:
     return problems
 
 
-def validate_sections(raw: Any) -> tuple[dict[str, Any], list[Problem]]:
-    """Validate the sections present in ``raw``; return them normalised, and the problems."""
+def validate_sections(
+    raw: Any, alert_interval_s: float = 15.0
+) -> tuple[dict[str, Any], list[Problem]]:
+    """Validate the sections present in ``raw``; return them normalised, and the problems.
+
+    ``alert_interval_s``: how often alert rules are evaluated (a rule's `for` is not shorter).
+    """
     if not isinstance(raw, dict):
         return {}, [{"field": "settings", "message": "must be an object of sections"}]
     clean: dict[str, Any] = {}
@@ -234,7 +299,7 @@ def validate_sections(raw: Any) -> tuple[dict[str, Any], list[Problem]]:
                 problems.append({"field": field, "message": err["msg"]})
             continue
         dumped = adapter.dump_python(parsed, mode="json", by_alias=True, exclude_none=True)
-        problems.extend(_cross_checks(section, dumped))
+        problems.extend(_cross_checks(section, dumped, alert_interval_s))
         clean[section] = dumped
     return clean, problems
 

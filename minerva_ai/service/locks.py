@@ -18,6 +18,7 @@ class Lock(IntEnum):
     BOOTSTRAP = 120299591135863  # admin.bootstrap(): the default organization, once
     LOG_COMMITS = 1835626101  # with hashtext(organization): log seq drawn in commit order
     LOG_PARTITIONS = 1835626102  # creating a day's log partition
+    ALERT_COMMITS = 1835626103  # with hashtext(organization): alert transition seq order
 
 
 class JobName(StrEnum):
@@ -25,3 +26,4 @@ class JobName(StrEnum):
 
     LOG_MAINTENANCE = "log-maintenance"
     METRICS_RETENTION = "metrics-retention"
+    ALERT_EVALUATION = "alert-evaluation"

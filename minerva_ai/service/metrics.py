@@ -222,6 +222,11 @@ class Query:
     include_tests: bool = False
     by_model: bool = False
 
+    def scope(self) -> dict[str, Any]:
+        """The query parameters that say whose calls."""
+        ids = list(self.feature_ids) if self.feature_ids is not None else None
+        return {"organization_id": self.organization_id, "feature_ids": ids}
+
 
 Key = tuple[uuid.UUID, str | None, datetime]  # (feature, model, step start)
 
@@ -233,8 +238,7 @@ async def _rollup(
         await conn.execute(
             queries()["metric_rollup"],
             {
-                "organization_id": query.organization_id,
-                "feature_ids": list(query.feature_ids) if query.feature_ids is not None else None,
+                **query.scope(),
                 "since": since,
                 "until": until,
                 "step": step,
@@ -248,15 +252,7 @@ async def _rollup(
 
 async def feature_slos(conn: Conn, query: Query) -> list[Row]:
     """The features asked for (by name), each with its SLO."""
-    return await (
-        await conn.execute(
-            queries()["feature_slos"],
-            {
-                "organization_id": query.organization_id,
-                "feature_ids": list(query.feature_ids) if query.feature_ids is not None else None,
-            },
-        )
-    ).fetchall()
+    return await (await conn.execute(queries()["feature_slos"], query.scope())).fetchall()
 
 
 def _slo(feature: Row) -> dict[str, float]:
@@ -275,7 +271,6 @@ async def current(
     query: Query,
     window: timedelta,
     now: datetime | None = None,
-    alert_severity: dict[uuid.UUID, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Each feature's figures over the window (its whole minutes before the current one,
     and the current one so far), with its trend against the same span just before."""
@@ -288,7 +283,7 @@ async def current(
     # Two steps: the previous span and this window.
     rollup = await _rollup(conn, totals_query, start - span, minute + STEP_MIN, span)
     by_model = await _rollup(conn, query, start, minute + STEP_MIN, span) if query.by_model else {}
-    severity = alert_severity or {}
+    alerts = await _open_alerts(conn, query)
     out = []
     for feature in await feature_slos(conn, query):
         fid, slo = feature["id"], _slo(feature)
@@ -301,7 +296,8 @@ async def current(
             "as_of": now,
             **this,
             "trend": trend(this["health_score"], before["health_score"]),
-            "status": status(this["health_score"], severity.get(fid)),
+            "status": status(this["health_score"], alerts.get(fid, (0, None))[1]),
+            "open_alerts": alerts.get(fid, (0, None))[0],
             "slo": slo,
         }
         if query.by_model:
@@ -311,6 +307,15 @@ async def current(
             ]
         out.append(item)
     return out
+
+
+_SEVERITY = {2: "critical", 1: "warning", 0: None}
+
+
+async def _open_alerts(conn: Conn, query: Query) -> dict[uuid.UUID, tuple[int, str | None]]:
+    """Per feature: how many alerts are open, and the worst severity among them."""
+    rows = await (await conn.execute(queries()["open_alerts_by_feature"], query.scope())).fetchall()
+    return {r["feature_id"]: (r["open_alerts"], _SEVERITY[r["rank"]]) for r in rows}
 
 
 def _model_figures(model: str | None, numbers: dict[str, Any]) -> dict[str, Any]:

@@ -121,6 +121,7 @@ class Metrics(CallFigures):
     feature: str
     window: str = Field(description="e.g. `5m`: whole minutes, plus the current one so far")
     as_of: datetime
+    open_alerts: int = Field(ge=0, description="the feature's open alerts")
     slo: Slo
     models: list[ModelFigures] | None = Field(default=None, description="with by=model")
 

@@ -56,3 +56,12 @@ WHERE ctid = ANY(ARRAY(SELECT ctid FROM metric_minutes
 
 -- name: organization_ids
 SELECT id FROM organizations ORDER BY id
+
+-- name: open_alerts_by_feature
+-- Open alerts per feature, and the worst severity among them (status takes it).
+SELECT feature_id, count(*) AS open_alerts,
+       max(CASE severity WHEN 'critical' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END) AS rank
+FROM alerts
+WHERE organization_id = %(organization_id)s AND state = 'open'
+  AND (%(feature_ids)s::uuid[] IS NULL OR feature_id = ANY(%(feature_ids)s::uuid[]))
+GROUP BY feature_id
