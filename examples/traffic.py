@@ -2,9 +2,10 @@
 
     python examples/traffic.py [--duration 1h] [--rate 10] [--backfill 10m] [--seed N]
 
-Metrics move: one minute in six, support-summarizer's primary model fails half of its
-calls with a 503 and the caller retries on its fallback (a second entry with the same
-``request_id``), so its error rate, health score and status drop and recover.
+Metrics move: for the first minute after it starts and one minute in six after that,
+support-summarizer's primary model fails half of its calls with a 503 and the caller
+retries on its fallback (a second entry with the same ``request_id``), so its error rate,
+health score and status drop and recover, and the demo's alert rule fires and resolves.
 
 Bounded by design: about 5-20 entries a second (``--rate`` on average, with the odd
 burst), sent once a second through ``minerva_ai.client.Client``; it stops after
@@ -133,11 +134,7 @@ FEATURES = (
 )
 
 INCIDENT_FEATURE = "support-summarizer"
-INCIDENT_EVERY_MIN = 6  # the incident is the 4th minute of every 6 (UTC)
-
-
-def in_incident(at: datetime) -> bool:
-    return at.minute % INCIDENT_EVERY_MIN == 3
+INCIDENT_EVERY_MIN = 6  # the first minute after the start, then one in every six
 
 
 FAILURES = (
@@ -158,8 +155,9 @@ FAILURES = (
 class Traffic:
     """Makes entries; the same seed makes the same traffic."""
 
-    def __init__(self, seed: int | None) -> None:
+    def __init__(self, seed: int | None, start: datetime | None = None) -> None:
         self.random = random.Random(seed)
+        self.start = (start or datetime.now(UTC)).replace(second=0, microsecond=0)
         self.weights = [f.weight for f in FEATURES]
         self.burst_until = 0.0
 
@@ -210,10 +208,13 @@ class Traffic:
             entry.update(level="debug", message=f"cache hit for request {entry['request_id']}")
         return entry
 
+    def in_incident(self, at: datetime) -> bool:
+        return (at - self.start) // timedelta(minutes=1) % INCIDENT_EVERY_MIN == 0
+
     def attempts(self, at: datetime) -> list[Entry]:
         """A call: one entry, or during an incident a failed primary and its fallback."""
         entry = self.entry(at)
-        if entry["feature"] != INCIDENT_FEATURE or not in_incident(at):
+        if entry["feature"] != INCIDENT_FEATURE or not self.in_incident(at):
             return [entry]
         if self.random.random() < 0.5:
             return [entry]

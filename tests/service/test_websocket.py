@@ -309,8 +309,8 @@ def test_heartbeats_arrive(org: Org) -> None:
             "unknown_channel",
         ),
         (
-            {"type": "subscribe", "data": {"channel": "alerts", "feature": "tagger"}},
-            "unknown_channel",
+            {"type": "subscribe", "data": {"channel": "LOGS", "feature": "tagger"}},
+            "unknown_channel",  # names are case-sensitive
         ),
         ({"type": "subscribe", "data": {"channel": "settings"}}, "bad_message"),
         ({"type": "subscribe", "data": {"channel": "settings", "feature": "ghost"}}, "not_found"),
