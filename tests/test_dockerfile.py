@@ -52,6 +52,7 @@ def test_image_command_serves_health_against_external_databases(database_url, se
         "DATABASE_URL": database_url,
         "REDIS_URL": servers.redis_url,
         "MINERVA_HOME": str(tmp_path / "unused-home"),
+        "MINERVA_SECRET_KEY": "w1Sw0tKx3Jm0bTqvnF8gq4kUj2yq9p3r5W8cX6dZ7aE=",  # one for all
     }
     log = tmp_path / "server.log"
     with log.open("w") as stderr:

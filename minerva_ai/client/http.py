@@ -29,6 +29,7 @@ from minerva_ai.client.resources import (
     AsyncMetrics,
     AsyncSettings,
     AsyncTokens,
+    AsyncWebhooks,
     Call,
     Features,
     Logs,
@@ -36,6 +37,7 @@ from minerva_ai.client.resources import (
     Settings,
     Silences,
     Tokens,
+    Webhooks,
     segment,
     settings_path,
 )
@@ -262,6 +264,7 @@ class Client(_BaseClient):
         self.metrics = Metrics(self)
         self.alerts = Alerts(self)
         self.silences = Silences(self)
+        self.webhooks = Webhooks(self)
 
     def __enter__(self) -> Self:
         return self
@@ -400,6 +403,7 @@ class AsyncClient(_BaseClient):
         self.logs = AsyncLogs(self)
         self.metrics = AsyncMetrics(self)
         self.alerts = AsyncAlerts(self)
+        self.webhooks = AsyncWebhooks(self)
 
     async def __aenter__(self) -> Self:
         return self

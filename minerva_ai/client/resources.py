@@ -1,5 +1,5 @@
 """The typed resource methods of the client (``.features``, ``.settings``, ``.tokens``, ``.logs``,
-``.metrics``, ``.alerts``, ``.silences``).
+``.metrics``, ``.alerts``, ``.silences``, ``.webhooks``).
 
 Each request is described once here as a ``Call``; the blocking and the async classes
 only differ in how they wait for it. They send through any ``Sender``/``AsyncSender``
@@ -792,3 +792,95 @@ class Silences:
     def expire(self, silence_id: str) -> JSON:
         """End a silence now (it stays listed with ``include_expired``)."""
         return self._c.data(Call("DELETE", f"/silences/{segment(silence_id)}"))
+
+
+def _webhooks_create(
+    name: str,
+    url: str,
+    format: str,
+    features: Sequence[str],
+    min_severity: str,
+    labels: Mapping[str, str] | None,
+) -> Call:
+    body = {
+        "name": name,
+        "url": url,
+        "format": format,
+        "features": list(features),
+        "min_severity": min_severity,
+        "labels": dict(labels or {}),
+    }
+    return Call("POST", "/webhooks", json=body)
+
+
+def _webhook_call(webhook_id: str, action: str = "") -> Call:
+    method = "DELETE" if not action else "POST"
+    return Call(method, f"/webhooks/{segment(webhook_id)}{action}")
+
+
+class Webhooks:
+    """``client.webhooks``: where alert notifications are sent (listing: read scope; the
+    rest: admin). docs/webhooks.md."""
+
+    def __init__(self, client: Sender) -> None:
+        self._c = client
+
+    def list(self, *, limit: int | None = None) -> list[JSON]:
+        """The organization's webhooks, without their secrets."""
+        return list(self._c.paginate("/webhooks", None, limit))
+
+    def create(
+        self,
+        name: str,
+        url: str,
+        *,
+        format: str = "json",
+        features: Sequence[str] = (),
+        min_severity: str = "info",
+        labels: Mapping[str, str] | None = None,
+    ) -> JSON:
+        """A new webhook; its signing secret (``secret``, ``whsec_...``) is in this answer only."""
+        return self._c.data(_webhooks_create(name, url, format, features, min_severity, labels))
+
+    def delete(self, webhook_id: str) -> JSON:
+        return self._c.data(_webhook_call(webhook_id))
+
+    def rotate_secret(self, webhook_id: str) -> JSON:
+        """A new secret (in this answer only); the previous one signs too for 24 hours."""
+        return self._c.data(_webhook_call(webhook_id, "/rotate-secret"))
+
+    def test(self, webhook_id: str) -> JSON:
+        """Send a ``webhook.test`` event now; what the receiver answered."""
+        return self._c.data(_webhook_call(webhook_id, "/test"))
+
+
+class AsyncWebhooks:
+    """``client.webhooks`` of ``AsyncClient``."""
+
+    def __init__(self, client: AsyncSender) -> None:
+        self._c = client
+
+    async def list(self, *, limit: int | None = None) -> list[JSON]:
+        return [item async for item in self._c.paginate("/webhooks", None, limit)]
+
+    async def create(
+        self,
+        name: str,
+        url: str,
+        *,
+        format: str = "json",
+        features: Sequence[str] = (),
+        min_severity: str = "info",
+        labels: Mapping[str, str] | None = None,
+    ) -> JSON:
+        call = _webhooks_create(name, url, format, features, min_severity, labels)
+        return await self._c.data(call)
+
+    async def delete(self, webhook_id: str) -> JSON:
+        return await self._c.data(_webhook_call(webhook_id))
+
+    async def rotate_secret(self, webhook_id: str) -> JSON:
+        return await self._c.data(_webhook_call(webhook_id, "/rotate-secret"))
+
+    async def test(self, webhook_id: str) -> JSON:
+        return await self._c.data(_webhook_call(webhook_id, "/test"))

@@ -40,6 +40,8 @@ from minerva_ai.service.routes import (
     websocket,
 )
 from minerva_ai.service.routes import metrics as metrics_routes
+from minerva_ai.service.routes import webhooks as webhook_routes
+from minerva_ai.service.webhooks import Dispatcher
 
 LOG_MAINTENANCE_EVERY_S = 3600
 log = logging.getLogger("minerva_ai.service")
@@ -138,6 +140,9 @@ def background_jobs(state: AppState) -> list[Job]:
         Job(JobName.LOG_MAINTENANCE, LOG_MAINTENANCE_EVERY_S, maintain_logs),
         Job(JobName.ALERT_EVALUATION, state.config.alert_interval_s, evaluate_alerts),
         Job(JobName.METRICS_RETENTION, LOG_MAINTENANCE_EVERY_S, expire_metrics),
+        Job(
+            JobName.WEBHOOK_DELIVERY, state.config.webhook_interval_s, Dispatcher(state.config).run
+        ),
     ]
 
 
@@ -218,6 +223,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     routers = (features, metrics_routes, settings, logs, alerts_routes, silences, tokens, websocket)
     for module in routers:
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(webhook_routes.router, prefix=API_PREFIX)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     return app
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import ipaddress
 import os
-from dataclasses import dataclass
-from datetime import timedelta
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
 
 from minerva_ai.core.errors import ConfigError
 
@@ -43,6 +48,74 @@ def _days(name: str, default: int) -> timedelta:
     return timedelta(days=int(raw))
 
 
+# Resolves a host name and port to IP addresses (webhook targets; tests inject their own).
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+def _webhook_allow(raw: str) -> tuple[str, ...]:
+    """MINERVA_WEBHOOK_ALLOW: comma-separated host names and CIDRs (an IP is a /32 or /128)."""
+    allowed: list[str] = []
+    for item in (part.strip().lower() for part in raw.split(",")):
+        if not item:
+            continue
+        if "/" in item or item.replace(".", "").isdigit() or ":" in item:
+            try:
+                item = str(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ConfigError(
+                    f"MINERVA_WEBHOOK_ALLOW: {item!r} is neither a host name nor a CIDR"
+                ) from None
+        allowed.append(item)
+    return tuple(allowed)
+
+
+def _secret_key(raw: str) -> str:
+    """MINERVA_SECRET_KEY: 32 bytes in URL-safe base64 (a Fernet key); unset: a key of this
+    process's own (`server start` always sets one: see ``ServiceConfig.secret_key``)."""
+    raw = raw.strip()
+    if not raw:
+        return new_secret_key()
+    try:
+        decoded = base64.urlsafe_b64decode(raw.encode())
+    except ValueError:
+        decoded = b""
+    if len(decoded) != 32:
+        raise ConfigError(
+            "MINERVA_SECRET_KEY must be 32 bytes in URL-safe base64 (a Fernet key), e.g. from "
+            "python -c 'import base64, os; "
+            "print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
+        )
+    return raw
+
+
+def new_secret_key() -> str:
+    """A fresh key in MINERVA_SECRET_KEY's form."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def provide_secret_key(home: Path, embedded_database: bool) -> None:
+    """Put MINERVA_SECRET_KEY in the environment of `server start` and its workers: as
+    given; else the key of ``home`` (``secret.key``, 0600), made on first start of an
+    embedded database and read by an instance that joins it; else, against an external
+    database, refuse: a key of this instance's own could not read what others stored."""
+    given = os.environ.get("MINERVA_SECRET_KEY", "").strip()
+    if given:
+        _secret_key(given)
+        return
+    path = home / "secret.key"
+    if not path.exists() and embedded_database:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(new_secret_key() + "\n")
+    if path.exists():
+        os.environ["MINERVA_SECRET_KEY"] = _secret_key(path.read_text())
+        return
+    raise ConfigError(
+        "MINERVA_SECRET_KEY is not set: against an external database every instance needs "
+        "the same key, to encrypt and read webhook signing secrets (docs/webhooks.md)"
+    )
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     database_url: str
@@ -64,6 +137,25 @@ class ServiceConfig:
     metrics_interval_s: float = 5.0
     # Minute rollups are kept this long: never shorter than the logs they summarise.
     metrics_retention: timedelta = timedelta(days=90)
+    # Encrypts webhook signing secrets at rest (MINERVA_SECRET_KEY). `server start` always
+    # sets it (generated under MINERVA_HOME in embedded mode, required otherwise); a config
+    # built in code without one gets a key of its own, good for that process only.
+    secret_key: str = field(default_factory=new_secret_key, repr=False)
+    # Webhook targets allowed although they resolve to loopback, private or link-local
+    # addresses: host names and CIDRs (MINERVA_WEBHOOK_ALLOW).
+    webhook_allow: tuple[str, ...] = ()
+    # One delivery attempt's bound, connect to last byte (MINERVA_WEBHOOK_TIMEOUT).
+    webhook_timeout_s: float = 10.0
+    # How often due deliveries are looked for (MINERVA_WEBHOOK_INTERVAL).
+    webhook_interval_s: float = 1.0
+    # Attempts in flight at once, across all webhooks.
+    webhook_concurrency: int = 16
+    # Retries wait base * 2^(attempt-1), at most an hour; a delivery gives up after this many.
+    webhook_retry_base_s: float = 5.0
+    webhook_max_attempts: int = 10
+    # Seams for tests: name resolution of webhook targets, and the delivery clock.
+    webhook_resolver: Resolver | None = None
+    webhook_clock: Callable[[], datetime] | None = None
     # How often alert rules are evaluated (one instance at a time).
     alert_interval_s: float = 15.0
 
@@ -98,5 +190,9 @@ class ServiceConfig:
             token_recheck_s=_number("MINERVA_TOKEN_RECHECK", 10.0, 0.1),
             metrics_interval_s=_number("MINERVA_METRICS_INTERVAL", 5.0, 0.05),
             metrics_retention=metrics_retention,
+            secret_key=_secret_key(os.environ.get("MINERVA_SECRET_KEY", "")),
+            webhook_allow=_webhook_allow(os.environ.get("MINERVA_WEBHOOK_ALLOW", "")),
+            webhook_timeout_s=_number("MINERVA_WEBHOOK_TIMEOUT", 10.0, 0.1),
+            webhook_interval_s=_number("MINERVA_WEBHOOK_INTERVAL", 1.0, 0.05),
             alert_interval_s=_number("MINERVA_ALERT_INTERVAL", 15.0, 0.1),
         )

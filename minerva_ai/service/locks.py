@@ -26,4 +26,5 @@ class JobName(StrEnum):
 
     LOG_MAINTENANCE = "log-maintenance"
     METRICS_RETENTION = "metrics-retention"
+    WEBHOOK_DELIVERY = "webhook-delivery"
     ALERT_EVALUATION = "alert-evaluation"

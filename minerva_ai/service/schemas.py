@@ -392,3 +392,75 @@ class Health(Shape):
     version: str
     postgres: Literal["ok", "down"]
     redis: Literal["ok", "degraded"]
+
+
+# Webhooks (docs/webhooks.md)
+
+WebhookFormat = Literal["json", "slack"]
+WebhookSeverity = Literal["info", "warning", "critical"]
+LabelKey = Annotated[Text, Field(min_length=1, max_length=100)]
+LabelValue = Annotated[Text, Field(max_length=500)]
+
+
+class WebhookCreate(Shape):
+    name: Annotated[Text, Field(min_length=1, max_length=200)]
+    url: Annotated[Text, Field(min_length=1, max_length=2000, description="http(s) URL")]
+    format: WebhookFormat = Field(
+        default="json", description="json: the event as is; slack: a Slack message"
+    )
+    features: list[Annotated[Text, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="only alerts of these features (names or ids); empty: every feature",
+    )
+    min_severity: WebhookSeverity = Field(
+        default="info", description="only alerts of this severity or above"
+    )
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict,
+        max_length=20,
+        description="only alerts whose labels include all of these",
+    )
+
+
+class Webhook(Shape):
+    id: UUID
+    name: str
+    url: str = Field(description="a Slack URL's last segment (a credential) is masked")
+    format: WebhookFormat
+    features: list[UUID] = Field(description="feature ids; empty: every feature")
+    min_severity: WebhookSeverity
+    labels: dict[str, str]
+    created_by: str
+    created_at: datetime
+    secret_created_at: datetime = Field(description="when the current secret was made")
+    previous_secret_expires_at: datetime | None = Field(
+        description="after a rotation: the previous secret signs too until then"
+    )
+
+
+class CreatedWebhook(Webhook):
+    secret: str = Field(description="the signing secret (`whsec_...`): shown this once")
+
+
+class WebhookDeleted(Shape):
+    id: UUID
+    name: str
+    deleted: Literal[True]
+
+
+class WebhookSecret(Shape):
+    id: UUID
+    secret: str = Field(description="the new signing secret (`whsec_...`): shown this once")
+    previous_secret_expires_at: datetime = Field(
+        description="the previous secret signs too until then (24 hours)"
+    )
+
+
+class WebhookTestResult(Shape):
+    webhook_id: UUID
+    event_id: UUID = Field(description="the webhook-id header sent")
+    delivered: bool = Field(description="the receiver answered 2xx")
+    status_code: int | None = Field(description="the receiver's answer; null: none")
+    error: str | None = Field(description="why it was not delivered; null: it was")
+    duration_ms: float = Field(ge=0)

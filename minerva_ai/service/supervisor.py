@@ -32,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from minerva_ai.core.errors import ConfigError, MinervaError, UsageError
 from minerva_ai.service import embedded
+from minerva_ai.service.config import provide_secret_key
 from minerva_ai.service.home import (
     HomeLock,
     read_run_file,
@@ -339,6 +340,7 @@ class Supervisor:
         with database_errors(self.database_url):
             self._prepare(url)
         self.signals.check()
+        provide_secret_key(self.home or resolve_home(), self.embedded_database)
         os.environ["DATABASE_URL"] = self.database_url
         os.environ["REDIS_URL"] = self.redis_url
         with bind_listener(self.options.host, port) as listener:

@@ -204,6 +204,7 @@ def test_an_external_database_must_be_migrated_before_start(
     start_server: Callable[..., ServerProcess],
 ) -> None:
     env = {**os.environ, "DATABASE_URL": empty_database, "REDIS_URL": servers.redis_url}
+    env["MINERVA_SECRET_KEY"] = "w1Sw0tKx3Jm0bTqvnF8gq4kUj2yq9p3r5W8cX6dZ7aE="
     refused = run_cli("server", "start", "--port", "0", env=env)
     assert refused.returncode == 2
     assert "minerva-ai server migrate" in refused.stderr

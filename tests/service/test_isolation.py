@@ -29,7 +29,7 @@ from tests.service.conftest import (
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    path: str  # {feature}, {version} and {token_id} are filled in per test
+    path: str  # {feature}, {version}, {token_id} and {webhook_id} are filled in per test
     scope: str  # the scope it needs
     body: Any = None
     query: tuple[tuple[str, str], ...] = ()  # query parameters, filled in like the path
@@ -44,8 +44,9 @@ class Endpoint:
         feature: str = "tagger",
         token_id: str = "",
         params: dict[str, str] | None = None,
+        webhook_id: str = "00000000-0000-0000-0000-000000000000",
     ) -> httpx.Response:
-        fields = {"feature": feature, "token_id": token_id, "version": 1}
+        fields = {"feature": feature, "token_id": token_id, "version": 1, "webhook_id": webhook_id}
 
         def fill(value: Any) -> Any:  # "{feature}-copy": a name of the test's own
             if isinstance(value, str):
@@ -75,6 +76,8 @@ LOG_ENTRY = {
     "message": "from the isolation matrix",
 }
 BY_FEATURE = (("feature", "{feature}"),)
+# A name that never resolves (.invalid): accepted, and no delivery leaves the machine.
+WEBHOOK = {"name": "{feature}-hook", "url": "https://hooks.example.invalid/{feature}"}
 
 FEATURE_ENDPOINTS = [
     Endpoint("GET", "/features/{feature}", "read"),
@@ -102,6 +105,11 @@ OTHER_ENDPOINTS = [
     Endpoint("POST", "/tokens", "admin", {"scopes": ["read"]}),
     Endpoint("DELETE", "/tokens/{token_id}", "admin"),
     Endpoint("POST", "/logs", "ingest", [LOG_ENTRY]),
+    Endpoint("GET", "/webhooks", "read"),
+    Endpoint("POST", "/webhooks", "admin", WEBHOOK),
+    Endpoint("DELETE", "/webhooks/{webhook_id}", "admin"),
+    Endpoint("POST", "/webhooks/{webhook_id}/rotate-secret", "admin"),
+    Endpoint("POST", "/webhooks/{webhook_id}/test", "admin"),
 ]
 ENDPOINTS = FEATURE_ENDPOINTS + OTHER_ENDPOINTS
 
@@ -174,7 +182,14 @@ def snapshot(org: Org) -> dict[str, Any]:
             for t in http.get("/tokens").json()["data"]
         ]  # last use aside
         logs = http.get("/logs", params={"limit": 1000}).json()["data"]
-    return {"features": features, "settings": settings, "tokens": tokens, "logs": logs}
+        webhooks = http.get("/webhooks").json()["data"]
+    return {
+        "features": features,
+        "settings": settings,
+        "tokens": tokens,
+        "logs": logs,
+        "webhooks": webhooks,
+    }
 
 
 @pytest.mark.parametrize("endpoint", FEATURE_ENDPOINTS, ids=str)
@@ -290,8 +305,11 @@ def test_a_token_with_the_scope_is_let_through(
     with world.mine.client() as http:
         tagger_at_v2(http, name)
         victim = http.post("/tokens", json={"scopes": ["read"]}).json()["data"]["id"]
+        hook = {"id": "00000000-0000-0000-0000-000000000000"}
+        if "{webhook_id}" in endpoint.path:
+            hook = http.post("/webhooks", json={**WEBHOOK, "name": f"{name}-own"}).json()["data"]
     with world.mine.client(world.token_of(scope)) as http:
-        response = endpoint.call(http, name, token_id=victim)
+        response = endpoint.call(http, name, token_id=victim, webhook_id=hook["id"])
     assert response.status_code in (200, 201), response.text
 
 

@@ -183,6 +183,7 @@ def test_a_killed_or_frozen_leader_is_replaced(
         "DATABASE_URL": database_url,
         "REDIS_URL": servers.redis_url,
         "MINERVA_JOB_LEASE": "2",
+        "MINERVA_SECRET_KEY": "w1Sw0tKx3Jm0bTqvnF8gq4kUj2yq9p3r5W8cX6dZ7aE=",  # one for all
     }
     with server_processes(tmp_path) as start:
         instances = [start(env=env), start(env=env)]
