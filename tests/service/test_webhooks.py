@@ -27,12 +27,21 @@ from standardwebhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from minerva_ai.core.errors import ConfigError
-from minerva_ai.service import admin
+from minerva_ai.service import admin, alerts
 from minerva_ai.service.app import create_app
 from minerva_ai.service.config import ServiceConfig, provide_secret_key
 from minerva_ai.service.webhooks import ROTATION_OVERLAP, deliveries_of
 from tests.conftest import LiveService, Servers, ThreadedServer, service_config, wait_until
-from tests.service.conftest import Org, assert_error, create_feature, new_org
+from tests.service.conftest import (
+    Org,
+    assert_error,
+    async_pool,
+    create_feature,
+    log_entry,
+    new_org,
+    post_logs,
+    put_settings,
+)
 
 # ---------------------------------------------------------------- a receiver on loopback
 
@@ -231,6 +240,7 @@ def start_hooks(servers: Servers, database_url: str, **overrides: Any) -> Iterat
         "webhook_resolver": names,
         "webhook_interval_s": 0.05,
         "webhook_timeout_s": 3.0,
+        "alert_interval_s": 3600.0,  # the tests that evaluate rules do it themselves
         **overrides,
     }
     config = service_config(database_url, servers.redis_url, **settings)
@@ -527,6 +537,48 @@ def test_the_test_endpoint_sends_a_signed_webhook_test_event(
         failed = http.post(f"/webhooks/{created['id']}/test").json()["data"]
     assert failed["delivered"] is False
     assert (failed["status_code"], failed["error"]) == (503, "HTTP 503")
+
+
+def test_the_evaluators_transitions_arrive_once_each_with_their_own_webhook_id(
+    hooks: Hooks, receiver: Receiver
+) -> None:
+    secret = hooks.create("ops", receiver.url + "/ops", min_severity="warning")["secret"]
+    rule = {"name": "errors", "metric": "error_rate", "operator": ">", "threshold": 5}
+    with hooks.http() as http:
+        version = http.get("/features/tagger").json()["data"]["settings_version"]
+        saved = put_settings(http, "tagger", version, {"monitoring": {"alert_rules": [rule]}})
+        assert saved.status_code == 200, saved.text
+        post_logs(http, [log_entry("tagger", "call", status="error") for _ in range(5)])
+
+    async def evaluate() -> None:
+        async with async_pool(hooks.live.database_url) as pool, pool.connection() as conn:
+            await alerts.evaluate(conn)
+
+    asyncio.run(evaluate())
+    [fired] = wait_until(lambda: receiver.at("/ops"), what="the alert.firing delivery")
+    event = verify(secret, fired)
+    assert event["type"] == "alert.firing" and event["data"]["alert"]["rule"] == "errors"
+    alert_id = event["data"]["alert"]["id"]
+    asyncio.run(evaluate())  # still breaching: no new transition, nothing more sent
+    with hooks.http() as http:
+        assert http.post(f"/alerts/{alert_id}/acknowledge").status_code == 200
+    acknowledged = wait_until(lambda: receiver.at("/ops")[1:], what="the acknowledgement")
+    assert [verify(secret, got)["type"] for got in acknowledged] == ["alert.acknowledged"]
+    ids = [got.headers["webhook-id"] for got in receiver.at("/ops")]
+    outbox = hooks.query("SELECT id FROM alert_notifications ORDER BY transition_seq")
+    assert ids == [str(row["id"]) for row in outbox] and len(set(ids)) == 2
+
+    def recorded() -> list[dict[str, Any]]:
+        with hooks.http() as http:
+            found: dict[str, Any] = http.get(f"/alerts/{alert_id}").json()["data"]
+        deliveries: list[dict[str, Any]] = found["deliveries"]
+        return deliveries if len(deliveries) == 2 else []
+
+    shown = wait_until(recorded, what="both attempts recorded")
+    assert [(d["webhook"], d["event"], d["attempt"], d["status_code"]) for d in shown] == [
+        ("ops", "alert.firing", 1, 200),
+        ("ops", "alert.acknowledged", 1, 200),
+    ]
 
 
 # ---------------------------------------------------------------- SSRF
