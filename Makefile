@@ -11,7 +11,7 @@ DEMO_ENV := MINERVA_HOME=$(DEMO_DIR)/home MINERVA_CONFIG_DIR=$(DEMO_DIR)/config 
 
 help:
 	@echo "make demo       start the service on embedded databases with the demo organization, tour the CLI"
-	@echo "make demo-stop  stop the demo service and its traffic"
+	@echo "make demo-stop  stop the demo service, its traffic and its webhook receiver"
 	@echo "make test       install, lint, type-check and run the tests with coverage"
 	@echo "make docs       regenerate docs/api/openapi.yaml and docs/cli-reference.md"
 

@@ -11,33 +11,53 @@ DEMO_DIR=$(dirname "$MINERVA_HOME")
 CLI="$BIN/minerva-ai"
 TRAFFIC_PID="$DEMO_DIR/traffic.pid"
 TRAFFIC_LOG="$DEMO_DIR/traffic.log"
+RECEIVER_PORT=${DEMO_RECEIVER_PORT:-8766}
+RECEIVER_PID="$DEMO_DIR/receiver.pid"
+RECEIVER_LOG="$DEMO_DIR/webhooks.log"
+RECEIVER_SECRET="$DEMO_DIR/webhook.secret"
+# The demo's webhook receiver listens on loopback, which webhooks may target only when allowed.
+export MINERVA_WEBHOOK_ALLOW=${MINERVA_WEBHOOK_ALLOW:-127.0.0.1}
 mkdir -p "$DEMO_DIR"
 
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 run() { say "minerva-ai $*"; "$CLI" "$@"; }
 
-# The generator's pid, when the process it names is still our traffic.py.
-traffic_pid() {
+# The pid in a pid file, when the process it names is still the script we started.
+helper_pid() {
     local pid
-    pid=$(cat "$TRAFFIC_PID" 2>/dev/null) || return 1
+    pid=$(cat "$1" 2>/dev/null) || return 1
     case "$(ps -p "${pid:-0}" -o args= 2>/dev/null)" in
-        *examples/traffic.py*) echo "$pid" ;;
+        *"$2"*) echo "$pid" ;;
         *) return 1 ;;
     esac
 }
+traffic_pid() { helper_pid "$TRAFFIC_PID" examples/traffic.py; }
+receiver_pid() { helper_pid "$RECEIVER_PID" examples/webhook_receiver.py; }
 
-stop_traffic() {
+stop_helper() {  # pid file, script, what it is
     local pid
-    if pid=$(traffic_pid); then
+    if pid=$(helper_pid "$1" "$2"); then
         kill -TERM "$pid" 2>/dev/null || true
         for _ in $(seq 1 50); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.2
         done
         kill -KILL "$pid" 2>/dev/null || true
-        echo "traffic generator stopped (pid $pid)"
+        echo "$3 stopped (pid $pid)"
     fi
-    rm -f "$TRAFFIC_PID"
+    rm -f "$1"
+}
+stop_traffic() { stop_helper "$TRAFFIC_PID" examples/traffic.py "traffic generator"; }
+stop_receiver() { stop_helper "$RECEIVER_PID" examples/webhook_receiver.py "webhook receiver"; }
+
+start_receiver() {
+    if receiver_pid >/dev/null; then
+        return
+    fi
+    echo "starting the webhook receiver on http://127.0.0.1:$RECEIVER_PORT (log: $RECEIVER_LOG)"
+    nohup "$BIN/python" examples/webhook_receiver.py --port "$RECEIVER_PORT" \
+        --secret-file "$RECEIVER_SECRET" --duration 3600 >>"$RECEIVER_LOG" 2>&1 </dev/null &
+    echo $! >"$RECEIVER_PID"
 }
 
 start_traffic() {
@@ -49,6 +69,7 @@ start_traffic() {
 
 if [ "${1:-}" = "stop" ]; then
     stop_traffic
+    stop_receiver
     if "$CLI" server info >/dev/null 2>&1; then
         "$CLI" server stop
         echo "demo stopped"
@@ -107,6 +128,33 @@ run features list --with-metrics
 run features metrics support-summarizer --window 15m --by model
 run logs tail -n 5
 run logs tail --level warn+ -n 5
+
+# Alerts: the traffic's incident fires support-summarizer's fallback-errors rule; its
+# notifications go to the demo's webhook receiver.
+start_receiver
+if ! "$CLI" alerts webhooks list 2>/dev/null | grep -q demo-receiver; then
+    if secret=$("$CLI" alerts webhooks add demo-receiver "http://127.0.0.1:$RECEIVER_PORT"); then
+        printf '%s\n' "$secret" >"$RECEIVER_SECRET"
+    fi
+fi
+for _ in $(seq 1 120); do  # the evaluator runs every 15 s
+    [ -n "$("$CLI" alerts list --state all --limit 1 2>/dev/null)" ] && break
+    sleep 1
+done
+run alerts rules list support-summarizer
+run alerts list --state all
+alert_id=$("$CLI" alerts list --state all --limit 1 2>/dev/null | cut -f1)
+if [ -n "$alert_id" ]; then
+    run alerts show "$alert_id"
+    for _ in $(seq 1 30); do
+        grep -q "alert\." "$RECEIVER_LOG" 2>/dev/null && break
+        sleep 1
+    done
+    say "tail -3 $RECEIVER_LOG   # what the webhook receiver got"
+    tail -3 "$RECEIVER_LOG"
+else
+    echo "(no alert yet: the traffic's next incident is within six minutes; see \`alerts watch\`)"
+fi
 run logs export -o csv --since 5m --out "$DEMO_DIR/logs.csv"
 run load-test --scenario examples/scenarios/journey.yaml --users 20 --duration 8s \
     --threshold 'http_req_duration:p(95)<2000' --threshold 'ws_connecting:p(95)<2000'
@@ -121,5 +169,6 @@ Use it from this shell with:
     $CLI features top                 # every feature, live; q to quit
     $CLI logs tail -f                 # live logs; Ctrl-C to stop
     $CLI logs tail -f --level warn+   # only warnings and worse
+    $CLI alerts watch                 # alert transitions, live
 Stop both with:  make demo-stop
 TXT

@@ -632,8 +632,3 @@ async def current_cursor(conn: Conn, organization_id: uuid.UUID) -> int:
         await conn.execute(queries()["max_alert_seq"], {"organization_id": organization_id})
     ).fetchone()
     return int(row["seq"]) if row else 0
-
-
-async def deliveries(conn: Conn, organization_id: uuid.UUID, alert_id: uuid.UUID) -> list[Row]:
-    """Every webhook delivery attempt of the alert's notifications."""
-    return []

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from minerva_ai.core.protocol import API_PREFIX
@@ -45,8 +46,18 @@ class Endpoint:
         token_id: str = "",
         params: dict[str, str] | None = None,
         webhook_id: str = "00000000-0000-0000-0000-000000000000",
+        alert_id: str = "00000000-0000-0000-0000-000000000000",
+        silence_id: str = "00000000-0000-0000-0000-000000000000",
     ) -> httpx.Response:
-        fields = {"feature": feature, "token_id": token_id, "version": 1, "webhook_id": webhook_id}
+        fields = {
+            "feature": feature,
+            "token_id": token_id,
+            "version": 1,
+            "webhook_id": webhook_id,
+            "rule": "errors",
+            "alert_id": alert_id,
+            "silence_id": silence_id,
+        }
 
         def fill(value: Any) -> Any:  # "{feature}-copy": a name of the test's own
             if isinstance(value, str):
@@ -76,6 +87,8 @@ LOG_ENTRY = {
     "message": "from the isolation matrix",
 }
 BY_FEATURE = (("feature", "{feature}"),)
+SILENCE = {"feature": "{feature}", "duration": "1h", "comment": "from the isolation matrix"}
+ALERT_RULE = {"name": "errors", "metric": "error_rate", "operator": ">", "threshold": 5}
 # A name that never resolves (.invalid): accepted, and no delivery leaves the machine.
 WEBHOOK = {"name": "{feature}-hook", "url": "https://hooks.example.invalid/{feature}"}
 
@@ -89,6 +102,9 @@ FEATURE_ENDPOINTS = [
     Endpoint("GET", "/features/{feature}/settings/versions/{version}", "read"),
     Endpoint("POST", "/features/{feature}/settings/rollback", "write", {"version": 1}),
     Endpoint("GET", "/features/{feature}/metrics/current", "read"),
+    Endpoint("GET", "/features/{feature}/alert-rules", "read"),
+    Endpoint("GET", "/features/{feature}/alert-rules/{rule}/evaluation", "read"),
+    Endpoint("GET", "/alerts", "read", query=BY_FEATURE),
     Endpoint("GET", "/features/{feature}/metrics", "read"),
     Endpoint("GET", "/features/{feature}/metrics/stream", "read", streaming=True),
     Endpoint("GET", "/logs", "read", query=BY_FEATURE),
@@ -105,6 +121,13 @@ OTHER_ENDPOINTS = [
     Endpoint("POST", "/tokens", "admin", {"scopes": ["read"]}),
     Endpoint("DELETE", "/tokens/{token_id}", "admin"),
     Endpoint("POST", "/logs", "ingest", [LOG_ENTRY]),
+    Endpoint("GET", "/alerts/transitions", "read"),
+    Endpoint("GET", "/alerts/{alert_id}", "read"),
+    Endpoint("POST", "/alerts/{alert_id}/acknowledge", "write"),
+    Endpoint("POST", "/alerts/{alert_id}/resolve", "write"),
+    Endpoint("POST", "/silences", "write", SILENCE),
+    Endpoint("GET", "/silences", "read"),
+    Endpoint("DELETE", "/silences/{silence_id}", "write"),
     Endpoint("GET", "/webhooks", "read"),
     Endpoint("POST", "/webhooks", "admin", WEBHOOK),
     Endpoint("DELETE", "/webhooks/{webhook_id}", "admin"),
@@ -152,7 +175,8 @@ class World:
 
 def tagger_at_v2(http: httpx.Client, name: str = "tagger") -> dict[str, Any]:
     feature = create_feature(http, name)
-    settings = {"version": 1, "settings": {"prompts": {"p": {"template": name}}}}
+    sections = {"prompts": {"p": {"template": name}}, "monitoring": {"alert_rules": [ALERT_RULE]}}
+    settings = {"version": 1, "settings": sections}
     assert http.put(f"/features/{name}/settings", json=settings).status_code == 200
     return feature
 
@@ -308,9 +332,47 @@ def test_a_token_with_the_scope_is_let_through(
         hook = {"id": "00000000-0000-0000-0000-000000000000"}
         if "{webhook_id}" in endpoint.path:
             hook = http.post("/webhooks", json={**WEBHOOK, "name": f"{name}-own"}).json()["data"]
+        silence = http.post("/silences", json={**SILENCE, "feature": name}).json()["data"]["id"]
+    alert = open_alert(world.mine, name)
     with world.mine.client(world.token_of(scope)) as http:
-        response = endpoint.call(http, name, token_id=victim, webhook_id=hook["id"])
+        response = endpoint.call(
+            http, name, token_id=victim, webhook_id=hook["id"], alert_id=alert, silence_id=silence
+        )
     assert response.status_code in (200, 201), response.text
+
+
+def open_alert(org: Org, feature: str) -> str:
+    """An open alert of the feature's rule, as the evaluator would have opened it."""
+    with psycopg.connect(org.service.database_url) as conn:
+        row = conn.execute(
+            "INSERT INTO alerts (organization_id, feature_id, rule, metric, state, severity,"
+            " settings_version, opened_at)"
+            " SELECT organization_id, id, 'errors', 'error_rate', 'open', 'warning', 2, now()"
+            " FROM features WHERE organization_id = %s AND name = %s RETURNING id",
+            (org.id, feature),
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_another_organizations_alerts_and_silences_are_404(world: World) -> None:
+    alert = open_alert(world.mine, "tagger")
+    with world.mine.client() as http:
+        made = http.post("/silences", json={**SILENCE, "feature": "tagger"})
+        silence = made.json()["data"]["id"]
+    with world.theirs.client() as http:
+        for response in (
+            http.get(f"/alerts/{alert}"),
+            http.post(f"/alerts/{alert}/acknowledge"),
+            http.post(f"/alerts/{alert}/resolve"),
+            http.delete(f"/silences/{silence}"),
+        ):
+            assert_error(response, 404, "not_found")
+        assert alert not in {a["id"] for a in http.get("/alerts").json()["data"]}
+        assert silence not in {s["id"] for s in http.get("/silences").json()["data"]}
+    with world.mine.client() as http:
+        assert http.get(f"/alerts/{alert}").json()["data"]["state"] == "open"
+        assert http.post(f"/alerts/{alert}/resolve").status_code == 200
 
 
 def test_an_ingest_token_can_neither_read_nor_change_settings(world: World) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 import orjson
 from fastapi import APIRouter, Query
 
-from minerva_ai.service import alerts, store
+from minerva_ai.service import alerts, store, webhooks
 from minerva_ai.service.alert_schemas import Alert as AlertShape
 from minerva_ai.service.alert_schemas import (
     AlertDetail,
@@ -153,7 +153,7 @@ async def alerts_show(state: StateDep, principal: Reader, alert_id: str) -> JSON
                 },
             )
         ).fetchall()
-        deliveries = await alerts.deliveries(conn, principal.organization_id, row["id"])
+        deliveries = await webhooks.deliveries_of(conn, principal.organization_id, row["id"])
     return ok(
         {
             **alerts.alert_view(row),
