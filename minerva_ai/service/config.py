@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from minerva_ai.core.errors import ConfigError
+from minerva_ai.service.providers.policy import AddressPolicy, KeyPolicy, PolicyError
 
 
 def _number(name: str, default: float, minimum: float = 0) -> float:
@@ -60,6 +63,12 @@ class ServiceConfig:
     run_jobs: bool = True
     # A revoked token's live streams end within this even when Redis is down (at once else).
     token_recheck_s: float = 10.0
+    # The variables a model definition may name as its key (MINERVA_PROVIDER_KEYS), and the
+    # loopback/private hosts or networks providers may call (MINERVA_PROVIDER_ALLOW).
+    provider_keys: KeyPolicy = field(default_factory=KeyPolicy)
+    provider_allow: AddressPolicy = field(default_factory=AddressPolicy)
+    # The rate limiter's clock (seconds since the epoch): tests drive it.
+    clock: Callable[[], float] = time.time
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
@@ -83,4 +92,13 @@ class ServiceConfig:
             job_lease_s=_number("MINERVA_JOB_LEASE", 15.0, 0.5),
             run_jobs=_switch("MINERVA_JOBS", True),
             token_recheck_s=_number("MINERVA_TOKEN_RECHECK", 10.0, 0.1),
+            provider_keys=KeyPolicy.from_env(),
+            provider_allow=_address_policy(),
         )
+
+
+def _address_policy() -> AddressPolicy:
+    try:
+        return AddressPolicy.from_env()
+    except PolicyError as exc:
+        raise ConfigError(str(exc)) from None
