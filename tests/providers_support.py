@@ -8,6 +8,7 @@ What it does is chosen by the request's model name:
 - ``...-ratelimited``: 429 with ``Retry-After: 7``
 - ``...-overloaded``: 500 (OpenAI) or 529 (Anthropic)
 - ``...-malformed``: 200 with a body that is not JSON
+- ``...-leaky``: 400 whose message quotes the credentials it was sent (some gateways do)
 - anything else: ``echo: <the last user text>``, with usage counted in words
 
 The official SDKs are pointed at it in tests/service/test_providers_wire.py, which proves
@@ -223,6 +224,10 @@ class FakeProvider:
             time.sleep(self.delay_s)
         if behaviour == "slow":
             time.sleep(self.slow_s)
+        if behaviour == "leaky":
+            sent = request.headers.get("authorization") or request.headers.get("x-api-key")
+            error = {"message": f"credentials {sent} are not valid here", "type": "invalid"}
+            return 400, {"Content-Type": "application/json"}, orjson.dumps({"error": error})
         if request.path == "/v1/chat/completions":
             return self._openai(document, model, behaviour)
         if request.path == "/v1/messages":

@@ -27,8 +27,18 @@ from minerva_ai.service.live_tokens import LiveTokens
 from minerva_ai.service.locks import JobName
 from minerva_ai.service.log_follow import FollowHub
 from minerva_ai.service.logs import maintain
+from minerva_ai.service.providers.call import Providers
+from minerva_ai.service.providers.limits import Limiter
 from minerva_ai.service.responses import JSONResponse, error_body
-from minerva_ai.service.routes import features, health, logs, settings, tokens, websocket
+from minerva_ai.service.routes import (
+    features,
+    health,
+    logs,
+    model_tests,
+    settings,
+    tokens,
+    websocket,
+)
 
 LOG_MAINTENANCE_EVERY_S = 3600
 log = logging.getLogger("minerva_ai.service")
@@ -156,6 +166,8 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             bus=bus,
             follow=FollowHub(pool, bus, config.export_timeout_s),
             live=LiveTokens(pool, bus, config.token_recheck_s),
+            providers=Providers.create(config.provider_keys, config.provider_allow),
+            limiter=Limiter(bus.redis, config.clock),
         )
         state.live.start()
         app.state.minerva = state
@@ -170,6 +182,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             await jobs.close()
             await state.live.close()
             await state.follow.close()
+            await state.providers.close()
             await bus.close()
             await pool.close()
 
@@ -186,7 +199,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     errors.install(app)
     apidoc.install(app, API_PREFIX)
     app.include_router(health.router)
-    for module in (features, settings, logs, tokens, websocket):
+    for module in (features, settings, model_tests, logs, tokens, websocket):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     return app

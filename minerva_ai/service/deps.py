@@ -19,6 +19,8 @@ from minerva_ai.service.live_tokens import LiveTokens
 from minerva_ai.service.log_follow import FollowHub
 from minerva_ai.service.logs import Partitions
 from minerva_ai.service.principal import Principal as Principal  # the routes' import
+from minerva_ai.service.providers.call import Providers
+from minerva_ai.service.providers.limits import Limiter
 from minerva_ai.service.tokens import hash_token
 
 
@@ -31,6 +33,8 @@ class AppState:
     bus: Bus
     follow: FollowHub
     live: LiveTokens
+    providers: Providers
+    limiter: Limiter
     partitions: Partitions = field(default_factory=Partitions)
     # Set when the server starts shutting down: streams end instead of holding it up.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)

@@ -78,7 +78,7 @@ class SimulatorModel(_Strict):
     function of ``seed``, the rendered input and the repeat index."""
 
     provider: Literal["simulator"]
-    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
     latency_ms: float = Field(default=100, ge=0, le=600_000)
     latency_jitter_ms: float = Field(default=0, ge=0, le=600_000)
     error_rate: float = Field(default=0, ge=0, le=1)

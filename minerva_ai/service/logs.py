@@ -266,7 +266,7 @@ def parse_cursor(value: str | None, name: str) -> int | None:
     return int(value)
 
 
-def _parse_time(value: str | None, name: str) -> datetime | None:
+def parse_query_time(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
     moment: datetime | None = None
@@ -323,8 +323,8 @@ async def log_filter(
         feature_id=feature_id,
         levels=levels,
         source=source,
-        since=_parse_time(since, "since"),
-        until=_parse_time(until, "until"),
+        since=parse_query_time(since, "since"),
+        until=parse_query_time(until, "until"),
         pattern=q,
         request_id=request_id,
     )

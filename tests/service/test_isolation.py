@@ -25,6 +25,8 @@ from tests.service.conftest import (
     ws_open,
 )
 
+NO_TEST = "00000000-0000-0000-0000-000000000001"  # a test id no organization has
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -44,8 +46,9 @@ class Endpoint:
         feature: str = "tagger",
         token_id: str = "",
         params: dict[str, str] | None = None,
+        test_id: str = NO_TEST,
     ) -> httpx.Response:
-        fields = {"feature": feature, "token_id": token_id, "version": 1}
+        fields = {"feature": feature, "token_id": token_id, "version": 1, "test_id": test_id}
 
         def fill(value: Any) -> Any:  # "{feature}-copy": a name of the test's own
             if isinstance(value, str):
@@ -67,6 +70,12 @@ class Endpoint:
 
 
 SETTINGS = {"version": 2, "settings": {"rate_limits": {"cost_per_day": 1}}}
+# A test on a candidate simulator model: runs on any feature, changes none.
+SIMULATED = {"provider": "simulator", "latency_ms": 0}
+TEST_CALL = {
+    "content": "hi",
+    "settings": {"models": {"primary": "sim", "definitions": {"sim": SIMULATED}}},
+}
 # Made when the module loads: minutes old when sent, well within the retention window.
 LOG_ENTRY = {
     "timestamp": datetime.now(UTC).isoformat(),
@@ -85,6 +94,8 @@ FEATURE_ENDPOINTS = [
     Endpoint("GET", "/features/{feature}/settings/history", "read"),
     Endpoint("GET", "/features/{feature}/settings/versions/{version}", "read"),
     Endpoint("POST", "/features/{feature}/settings/rollback", "write", {"version": 1}),
+    Endpoint("POST", "/features/{feature}/test", "write", TEST_CALL),
+    Endpoint("GET", "/features/{feature}/test/history", "read"),
     Endpoint("GET", "/logs", "read", query=BY_FEATURE),
     Endpoint("GET", "/logs/export", "read", query=BY_FEATURE),
     Endpoint("GET", "/logs/stream", "read", query=BY_FEATURE, streaming=True),
@@ -97,6 +108,7 @@ OTHER_ENDPOINTS = [
     Endpoint("POST", "/tokens", "admin", {"scopes": ["read"]}),
     Endpoint("DELETE", "/tokens/{token_id}", "admin"),
     Endpoint("POST", "/logs", "ingest", [LOG_ENTRY]),
+    Endpoint("GET", "/tests/{test_id}", "read"),
 ]
 ENDPOINTS = FEATURE_ENDPOINTS + OTHER_ENDPOINTS
 
@@ -201,6 +213,15 @@ def test_a_name_means_the_callers_own_feature(world: World, endpoint: Endpoint) 
     assert snapshot(world.mine) == before
 
 
+def test_another_organizations_test_is_404(world: World) -> None:
+    with world.mine.client() as http:
+        mine = http.post("/features/tagger/test", json=TEST_CALL).json()["data"]["id"]
+    with world.theirs.client() as http:
+        error = assert_error(http.get(f"/tests/{mine}"), 404, "not_found")
+        ghost = assert_error(http.get(f"/tests/{NO_TEST}"), 404, "not_found")
+    assert error["message"].replace(mine, NO_TEST) == ghost["message"]
+
+
 def test_lists_and_search_show_only_the_callers_features(world: World) -> None:
     with world.theirs.client() as http:
         listed = http.get("/features").json()
@@ -285,8 +306,9 @@ def test_a_token_with_the_scope_is_let_through(
     with world.mine.client() as http:
         tagger_at_v2(http, name)
         victim = http.post("/tokens", json={"scopes": ["read"]}).json()["data"]["id"]
+        test_id = http.post(f"/features/{name}/test", json=TEST_CALL).json()["data"]["id"]
     with world.mine.client(world.token_of(scope)) as http:
-        response = endpoint.call(http, name, token_id=victim)
+        response = endpoint.call(http, name, token_id=victim, test_id=test_id)
     assert response.status_code in (200, 201), response.text
 
 

@@ -162,6 +162,7 @@ async def attempt(
             "timeout",
             (time.perf_counter() - started) * 1000,
             simulated,
+            cost=0.0,  # no answer, no tokens billed
             error={
                 "kind": "timeout",
                 "message": f"no answer within {timeout_s:g} s (the model's timeout_s)",
@@ -178,6 +179,7 @@ async def attempt(
             "error",
             (time.perf_counter() - started) * 1000,
             simulated,
+            cost=0.0,  # no answer, no tokens billed
             error=exc.as_dict(),
             provider_model=definition.get("model"),
         )

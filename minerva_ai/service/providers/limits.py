@@ -47,10 +47,24 @@ if #missing > 0 then
   table.insert(missing, 1, 'rebuild')
   return missing
 end
+-- Counters rebuilt from PostgreSQL are kept whatever the decision, so the next one
+-- starts from them too.
+if rpm > 0 and had_rpm >= 0 and redis.call('EXISTS', KEYS[1]) == 0 then
+  local rebuilt = now + had_rpm * 60000 / rpm
+  redis.call('SET', KEYS[1], string.format('%.3f', rebuilt), 'PX', math.ceil(rebuilt - now) + 1000)
+end
+if tpm > 0 and had_tpm >= 0 then
+  redis.call('SET', KEYS[2], string.format('%d', had_tpm), 'NX', 'PX',
+             math.ceil(minute_end - now) + 60000)
+end
+if cpd > 0 and had_cost >= 0 then
+  redis.call('SET', KEYS[3], string.format('%d', had_cost), 'NX', 'PX',
+             math.ceil(day_end - now) + 3600000)
+end
 local new_tat = 0
 if rpm > 0 then
   local interval = 60000 / rpm
-  local tat = tonumber(redis.call('GET', KEYS[1]) or (now + had_rpm * interval))
+  local tat = tonumber(redis.call('GET', KEYS[1]) or now)
   if tat < now then tat = now end
   local allowed_at = tat - (60000 - interval)
   if now < allowed_at then
@@ -58,11 +72,11 @@ if rpm > 0 then
   end
   new_tat = tat + interval
 end
-local used_tokens = tonumber(redis.call('GET', KEYS[2]) or had_tpm)
+local used_tokens = tonumber(redis.call('GET', KEYS[2]) or 0)
 if tpm > 0 and used_tokens + tokens > tpm then
   return {'limited', 'tokens_per_minute', string.format('%.3f', minute_end - now)}
 end
-local used_cost = tonumber(redis.call('GET', KEYS[3]) or had_cost)
+local used_cost = tonumber(redis.call('GET', KEYS[3]) or 0)
 if cpd > 0 and used_cost + cost > cpd then
   return {'limited', 'cost_per_day', string.format('%.3f', day_end - now)}
 end
