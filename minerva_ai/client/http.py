@@ -21,6 +21,7 @@ import orjson
 
 from minerva_ai import __version__
 from minerva_ai.client.backoff import Backoff
+from minerva_ai.client.model_tests import AsyncModelTests, ModelTests
 from minerva_ai.client.resources import (
     AsyncFeatures,
     AsyncLogs,
@@ -254,6 +255,7 @@ class Client(_BaseClient):
         self.settings = Settings(self)
         self.tokens = Tokens(self)
         self.logs = Logs(self)
+        self.tests = ModelTests(self)
 
     def __enter__(self) -> Self:
         return self
@@ -390,6 +392,7 @@ class AsyncClient(_BaseClient):
         self.settings = AsyncSettings(self)
         self.tokens = AsyncTokens(self)
         self.logs = AsyncLogs(self)
+        self.tests = AsyncModelTests(self)
 
     async def __aenter__(self) -> Self:
         return self
