@@ -167,7 +167,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             follow=FollowHub(pool, bus, config.export_timeout_s),
             live=LiveTokens(pool, bus, config.token_recheck_s),
             providers=Providers.create(config.provider_keys, config.provider_allow),
-            limiter=Limiter(bus.redis, config.clock),
+            limiter=Limiter.connect(config.redis_url, config.clock),
         )
         state.live.start()
         app.state.minerva = state
@@ -183,6 +183,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             await state.live.close()
             await state.follow.close()
             await state.providers.close()
+            await state.limiter.close()
             await bus.close()
             await pool.close()
 

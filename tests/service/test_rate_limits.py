@@ -177,3 +177,37 @@ def test_redis_down_refuses_limited_calls_and_limits_hold_when_it_returns(
     finally:
         with contextlib.suppress(Exception):
             store.stop()
+
+
+def test_one_instance_decides_for_many_more_callers_than_connections(servers: Servers) -> None:
+    from minerva_ai.service.providers.limits import (
+        MAX_CONNECTIONS,
+        Limiter,
+        Limits,
+        RateLimited,
+        Usage,
+    )
+
+    async def nothing(_: Any) -> Usage:
+        return Usage(0, 0, 0.0)
+
+    async def scenario() -> list[str]:
+        limiter = Limiter.connect(servers.redis_url, Clock())
+        feature = f"many-{time.time_ns()}"
+
+        async def one() -> str:
+            try:
+                await limiter.reserve(feature, Limits(requests_per_minute=70), 10, None, nothing)
+            except RateLimited:
+                return "limited"
+            return "ok"
+
+        try:
+            return list(await asyncio.gather(*(one() for _ in range(MAX_CONNECTIONS * 6))))
+        finally:
+            await limiter.close()
+
+    verdicts = asyncio.run(scenario())
+    # Callers wait for a connection instead of being refused (redis-py's own pool refuses
+    # the 101st concurrent command, which would have been a 503).
+    assert verdicts.count("ok") == 70 and verdicts.count("limited") == MAX_CONNECTIONS * 6 - 70

@@ -5,7 +5,9 @@
 - tokens per minute and cost per day (the day starts at 00:00 UTC): an estimate is reserved
   before the call, in the same step, and settled to the real usage after it.
 
-The time is passed in (``clock``) so tests can drive it. A counter missing from Redis
+The time is passed in (``clock``) so tests can drive it, in whole microseconds, so the
+state never gathers rounding errors (a burst lets exactly the limit through up to about
+7,700 requests per minute; above that, at most one more). A counter missing from Redis
 (after a restart) is rebuilt from the usage PostgreSQL recorded before the decision: the
 script says which counters are missing and the caller runs it again with their values.
 While Redis is unreachable, a feature with limits gets ``LimitsUnavailable``; the limits
@@ -22,13 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 PREFIX = "minerva:limits:"
 NANO = 1_000_000_000  # costs are counted in nano-dollars: integers, exact in Lua
-MINUTE_MS = 60_000
-DAY_MS = 86_400_000
+MINUTE_US = 60_000_000
+DAY_US = 86_400_000_000
 
 _DECIDE = """
 local now = tonumber(ARGV[1])
@@ -50,47 +52,48 @@ end
 -- Counters rebuilt from PostgreSQL are kept whatever the decision, so the next one
 -- starts from them too.
 if rpm > 0 and had_rpm >= 0 and redis.call('EXISTS', KEYS[1]) == 0 then
-  local rebuilt = now + had_rpm * 60000 / rpm
-  redis.call('SET', KEYS[1], string.format('%.3f', rebuilt), 'PX', math.ceil(rebuilt - now) + 1000)
+  local rebuilt = now + had_rpm * math.floor(60000000 / rpm)
+  redis.call('SET', KEYS[1], string.format('%d', rebuilt), 'PX',
+             math.ceil((rebuilt - now) / 1000) + 1000)
 end
 if tpm > 0 and had_tpm >= 0 then
   redis.call('SET', KEYS[2], string.format('%d', had_tpm), 'NX', 'PX',
-             math.ceil(minute_end - now) + 60000)
+             math.ceil((minute_end - now) / 1000) + 60000)
 end
 if cpd > 0 and had_cost >= 0 then
   redis.call('SET', KEYS[3], string.format('%d', had_cost), 'NX', 'PX',
-             math.ceil(day_end - now) + 3600000)
+             math.ceil((day_end - now) / 1000) + 3600000)
 end
 local new_tat = 0
 if rpm > 0 then
-  local interval = 60000 / rpm
+  local interval = math.floor(60000000 / rpm)
   local tat = tonumber(redis.call('GET', KEYS[1]) or now)
   if tat < now then tat = now end
-  local allowed_at = tat - (60000 - interval)
+  local allowed_at = tat - (60000000 - interval)
   if now < allowed_at then
-    return {'limited', 'requests_per_minute', string.format('%.3f', allowed_at - now)}
+    return {'limited', 'requests_per_minute', string.format('%d', allowed_at - now)}
   end
   new_tat = tat + interval
 end
 local used_tokens = tonumber(redis.call('GET', KEYS[2]) or 0)
 if tpm > 0 and used_tokens + tokens > tpm then
-  return {'limited', 'tokens_per_minute', string.format('%.3f', minute_end - now)}
+  return {'limited', 'tokens_per_minute', string.format('%d', minute_end - now)}
 end
 local used_cost = tonumber(redis.call('GET', KEYS[3]) or 0)
 if cpd > 0 and used_cost + cost > cpd then
-  return {'limited', 'cost_per_day', string.format('%.3f', day_end - now)}
+  return {'limited', 'cost_per_day', string.format('%d', day_end - now)}
 end
 if rpm > 0 then
-  redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX',
-             math.ceil(new_tat - now) + 1000)
+  redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX',
+             math.ceil((new_tat - now) / 1000) + 1000)
 end
 if tpm > 0 then
   redis.call('SET', KEYS[2], string.format('%d', used_tokens + tokens), 'PX',
-             math.ceil(minute_end - now) + 60000)
+             math.ceil((minute_end - now) / 1000) + 60000)
 end
 if cpd > 0 then
   redis.call('SET', KEYS[3], string.format('%d', used_cost + cost), 'PX',
-             math.ceil(day_end - now) + 3600000)
+             math.ceil((day_end - now) / 1000) + 3600000)
 end
 return {'ok'}
 """
@@ -180,6 +183,9 @@ class LimitsUnavailable(Exception):
 
 
 UsageReader = Callable[[Windows], Awaitable[Usage]]
+# Connections of one instance's limiter: callers beyond them wait for one (redis-py's own
+# pool refuses the 101st concurrent command instead, which would refuse calls).
+MAX_CONNECTIONS = 50
 
 
 class Limiter:
@@ -188,6 +194,22 @@ class Limiter:
         self.clock = clock
         self._decide = redis.register_script(_DECIDE)
         self._settle = redis.register_script(_SETTLE)
+
+    @classmethod
+    def connect(cls, redis_url: str, clock: Callable[[], float] = time.time) -> Limiter:
+        """A limiter with a Redis pool of its own, nothing connected yet."""
+        pool = BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=5,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+        )
+        return cls(Redis(connection_pool=pool), clock)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()  # a pool given is not closed by aclose
 
     async def reserve(
         self,
@@ -204,9 +226,9 @@ class Limiter:
             return None
         now_s = self.clock()
         windows = Windows.at(now_s)
-        now_ms = now_s * 1000
-        minute = int(now_ms // MINUTE_MS)
-        day = int(now_ms // DAY_MS)
+        now_us = int(now_s * 1_000_000)
+        minute = now_us // MINUTE_US
+        day = now_us // DAY_US
         keys = [
             f"{PREFIX}{feature_id}:rpm",
             f"{PREFIX}{feature_id}:tpm:{minute}",
@@ -216,15 +238,15 @@ class Limiter:
         rebuilt = [-1, -1, -1]
         for _ in range(2):
             args: list[str | int | float] = [
-                f"{now_ms:.3f}",
+                now_us,
                 limits.requests_per_minute or 0,
                 limits.tokens_per_minute or 0,
                 round((limits.cost_per_day or 0) * NANO),
                 tokens if limits.tokens_per_minute else 0,
                 cost_nano if limits.cost_per_day else 0,
                 *rebuilt,
-                (minute + 1) * MINUTE_MS,
-                (day + 1) * DAY_MS,
+                (minute + 1) * MINUTE_US,
+                (day + 1) * DAY_US,
             ]
             try:
                 answer = await self._decide(keys=keys, args=args)
@@ -240,7 +262,7 @@ class Limiter:
                     cost_nano if limits.cost_per_day else 0,
                 )
             if verdict[0] == "limited":
-                raise RateLimited(verdict[1], float(verdict[2]) / 1000)
+                raise RateLimited(verdict[1], float(verdict[2]) / 1_000_000)
             recorded = await usage(windows)
             rebuilt = [
                 recorded.requests if "requests_per_minute" in verdict else 0,
