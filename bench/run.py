@@ -22,6 +22,7 @@ BENCHMARKS = [
     "logs_tail",
     "ws_fanout",
     "load_test_engine",
+    "model_tests",
 ]
 TIMEOUT_S = 900  # each benchmark bounds itself well below this
 TIMEOUTS_S = {"logs_query": 1800}  # seeds 10M rows first

@@ -401,7 +401,7 @@ async def history(
         try:
             before_at, before_id = datetime.fromisoformat(position[0]), UUID(position[1])
         except (ValueError, IndexError, TypeError):
-            store.decode_cursor("!", "t")  # raises the malformed-cursor 400
+            raise store.bad_cursor() from None
     rows = await (
         await conn.execute(
             queries()["list_model_tests"],

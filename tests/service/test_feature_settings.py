@@ -420,3 +420,17 @@ def test_a_prompt_is_a_template_or_chat_messages() -> None:
         {"prompts": {"bad": {"messages": [{"role": "user", "content": "{{ x }"}]}}}
     )
     assert [p["field"] for p in problems] == ["prompts.bad.messages[0].content"]
+
+
+def test_every_demo_feature_has_a_seeded_simulator_that_never_fails() -> None:
+    from minerva_ai.service.demo import read_demo
+    from tests.conftest import REPO
+
+    for feature in read_demo(REPO / "examples"):
+        definitions = feature["settings"]["models"]["definitions"]
+        offline = [
+            d
+            for d in definitions.values()
+            if d["provider"] == "simulator" and "seed" in d and d.get("error_rate", 0) == 0
+        ]
+        assert offline, f"{feature['name']} has no seeded simulator with a zero error rate"

@@ -235,6 +235,10 @@ def test_history_filters_and_pages(api: httpx.Client) -> None:
     assert_error(
         api.get("/features/hist/test/history", params={"cursor": "zzz"}), 400, "bad_request"
     )
+    forged = base64.urlsafe_b64encode(b'{"t": ["yesterday", 3]}').decode()
+    assert_error(
+        api.get("/features/hist/test/history", params={"cursor": forged}), 400, "bad_request"
+    )
     assert_error(api.get("/tests/not-an-id"), 404, "not_found")
 
 
