@@ -80,8 +80,8 @@ async def provider(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
                 + ANSWER
             )
             await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        writer.close()
+    except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+        writer.close()  # the client went away, or the benchmark is over
 
 
 async def overhead(

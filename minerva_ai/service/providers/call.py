@@ -34,7 +34,10 @@ class Providers:
     @classmethod
     def create(cls, keys: KeyPolicy, addresses: AddressPolicy) -> Providers:
         # No retries, no redirects: a redirect could carry the key to another host.
-        http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        # Keep-alive for as many providers' connections as calls in flight: httpx's default
+        # keeps 20, and a new TLS connection per call costs more than the call's overhead.
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+        http = httpx.AsyncClient(follow_redirects=False, trust_env=False, limits=limits)
         return cls(http, keys, addresses)
 
     async def close(self) -> None:
