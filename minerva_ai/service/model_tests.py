@@ -225,9 +225,15 @@ def _messages(request: TestRequestIn, prompt: dict[str, Any] | None) -> list[tup
 async def plan(
     conn: Conn, org_id: UUID, feature_ref: str, request: TestRequestIn, keys: KeyPolicy
 ) -> Plan:
-    feature = await store.get_feature(conn, org_id, feature_ref)
-    live = await store.get_settings(conn, feature["id"], feature["settings_version"])
-    settings = dict(live["settings"])
+    feature = await (
+        await conn.execute(
+            queries()["feature_for_test"],
+            {"organization_id": org_id, "ref": feature_ref, "ref_id": store.as_uuid(feature_ref)},
+        )
+    ).fetchone()
+    if feature is None:
+        raise not_found(f"feature {feature_ref!r}")
+    settings = dict(feature["settings"])
     candidate_hash = None
     if request.settings is not None:
         clean, candidate_hash = _candidate(request.settings, keys)

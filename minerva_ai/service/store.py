@@ -53,7 +53,7 @@ def bad_cursor() -> ApiError:
     )
 
 
-def _as_uuid(ref: str) -> UUID | None:
+def as_uuid(ref: str) -> UUID | None:
     try:
         return UUID(ref)
     except ValueError:
@@ -93,7 +93,7 @@ async def get_feature(conn: Conn, org_id: UUID, ref: str) -> Row:
             {
                 "organization_id": org_id,
                 "ref": ref,
-                "ref_id": _as_uuid(ref),
+                "ref_id": as_uuid(ref),
             },
         )
     ).fetchone()
@@ -300,7 +300,7 @@ async def create_token(conn: Conn, org_id: UUID, name: str, scopes: list[str]) -
 
 
 async def revoke_token(conn: Conn, org_id: UUID, token_id: str) -> Row:
-    ident = _as_uuid(token_id)
+    ident = as_uuid(token_id)
     row = None
     if ident is not None:
         row = await (

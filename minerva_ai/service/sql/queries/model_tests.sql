@@ -36,3 +36,11 @@ WHERE organization_id = %(organization_id)s
   AND source = ANY(%(sources)s)
   AND "timestamp" >= least(%(minute_ago)s, %(day_start)s)
   AND "timestamp" <= %(now)s + interval '5 minutes';
+
+-- name: feature_for_test
+-- The feature and its current settings, in one round trip.
+SELECT f.id, f.name, f.settings_version, s.settings
+FROM features f
+JOIN feature_settings s ON s.feature_id = f.id AND s.version = f.settings_version
+WHERE f.organization_id = %(organization_id)s
+  AND (f.name = %(ref)s OR (%(ref_id)s::uuid IS NOT NULL AND f.id = %(ref_id)s::uuid));
