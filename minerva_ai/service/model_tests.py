@@ -243,6 +243,10 @@ async def plan(
         prompt, prompt_ref = await _prompt(conn, feature, settings, request.prompt)
     image, image_view = image_input(request.image)
     messages = _messages(request, prompt)
+    if not any(role == "user" for role, _ in messages):
+        # A chat prompt of system lines only: the input is what the user says (and where
+        # an image goes).
+        messages.append(("user", request.content))
     try:
         models = calls.chain(settings.get("models", {}), request.modelId)
     except KeyError as exc:

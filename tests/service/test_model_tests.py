@@ -143,6 +143,16 @@ def test_chat_prompts_are_sent_as_messages(api: httpx.Client) -> None:
         {"role": "system", "content": "You are terse."},
         {"role": "user", "content": "why?"},
     ]
+    only_system = {"messages": [{"role": "system", "content": "Tag images."}]}
+    put = put_settings(api, "chat", 2, {"prompts": {"ask": chat, "tagger": only_system}})
+    assert put.status_code == 200, put.text
+    tagged = result(
+        api, "chat", prompt="tagger", image={"url": "https://example.com/a.png"}, content="go"
+    )
+    assert tagged["messages"] == [
+        {"role": "system", "content": "Tag images."},
+        {"role": "user", "content": "go"},  # the input is what the user says
+    ]
 
 
 def test_candidate_settings_are_tried_and_not_stored(api: httpx.Client) -> None:

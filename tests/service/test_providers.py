@@ -285,3 +285,14 @@ def test_templates_substitute_and_never_run_code() -> None:
     with pytest.raises(MissingVariables) as missing:
         render("{{ a }} {{ __class__ }} {{ b }}", {"b": "x"})
     assert missing.value.names == ["a", "__class__"]
+
+
+def test_an_image_alone_is_sent_without_an_empty_text_part(fake: FakeProvider) -> None:
+    image = Image(url="https://example.com/cat.png")
+    call = CallInput((("user", ""),), image)
+    assert run([("m", openai(fake))], call).final.status == "success"
+    content = last_request(fake, "/v1/chat/completions").json()["messages"][-1]["content"]
+    assert content == [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]
+    assert run([("c", anthropic(fake))], call).final.status == "success"
+    content = last_request(fake, "/v1/messages").json()["messages"][-1]["content"]
+    assert content == [{"type": "image", "source": {"type": "url", "url": image.url}}]

@@ -34,11 +34,12 @@ def request(
             if image.url
             else {"type": "base64", "media_type": image.media_type, "data": image.data}
         )
+        text = messages[last]["content"]
         messages[last] = {
             "role": "user",
             "content": [
                 {"type": "image", "source": source},
-                {"type": "text", "text": messages[last]["content"]},
+                *([{"type": "text", "text": text}] if text else []),
             ],
         }
     parameters = dict(definition.get("parameters") or {})

@@ -21,10 +21,11 @@ def request(
     ]
     if call.image is not None:
         last = max(i for i, m in enumerate(messages) if m["role"] == "user")
+        text = messages[last]["content"]
         messages[last] = {
             "role": "user",
             "content": [
-                {"type": "text", "text": messages[last]["content"]},
+                *([{"type": "text", "text": text}] if text else []),
                 {"type": "image_url", "image_url": {"url": call.image.data_url()}},
             ],
         }
