@@ -116,7 +116,13 @@ def test_run(
     result. Exit 0 when the model answered, 1 when it answered with an error or timed out
     (a failed test), 2 for a bad flag or local file, 3 when the service refused the test.
     """
-    from minerva_ai.cli.testrun import build_request, check, read_input_file, summary
+    from minerva_ai.cli.testrun import (
+        EXPORT_COLUMNS,
+        build_request,
+        check,
+        read_input_file,
+        summary,
+    )
 
     if text is not None and input_file is not None:
         raise click.UsageError("give --input or --input-file, not both")
@@ -138,7 +144,7 @@ def test_run(
             click.echo(response)
         state.info(summary(result))
     else:
-        state.output().item(result, [])
+        state.output().item(result, EXPORT_COLUMNS)
     sys.stdout.flush()
     check(result)
 

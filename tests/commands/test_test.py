@@ -50,6 +50,12 @@ def test_run_prints_the_response_and_a_summary(run: Run, api: httpx.Client) -> N
     data = json.loads(as_json.stdout)
     assert data["output"]["response"] == "tags for a dog" and data["simulated"] is True
     assert data["created_at"].endswith("Z")
+    as_csv = list(
+        csv.DictReader(
+            io.StringIO(run("test", "run", "tagger", "--input", "x", "-o", "csv").stdout)
+        )
+    )
+    assert as_csv[0]["output.response"] == "tags for x" and as_csv[0]["status"] == "success"
 
 
 def test_a_failed_test_exits_1_and_a_refused_one_3(run: Run, api: httpx.Client) -> None:
