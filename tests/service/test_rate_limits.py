@@ -211,3 +211,38 @@ def test_one_instance_decides_for_many_more_callers_than_connections(servers: Se
     # Callers wait for a connection instead of being refused (redis-py's own pool refuses
     # the 101st concurrent command, which would have been a 503).
     assert verdicts.count("ok") == 70 and verdicts.count("limited") == MAX_CONNECTIONS * 6 - 70
+
+
+def test_lost_token_and_cost_counters_are_rebuilt_from_postgresql(
+    database_url: str, servers: Servers
+) -> None:
+    clock = Clock()
+    store = redis.Redis.from_url(servers.redis_url)
+    price = {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}
+    with (
+        instances(database_url, servers.redis_url, clock, count=1) as (urls, token),
+        client(urls[0], token) as http,
+    ):
+        feature_id = limited_feature(
+            http,
+            "rebuilt",
+            {"tokens_per_minute": 100_000, "cost_per_day": 50},
+            parameters={"max_tokens": 10},
+            price=price,
+            output="twelve chars",
+        )
+        used = [http.post("/features/rebuilt/test", json={"content": f"q{i}"}) for i in range(3)]
+        results = [r.json()["data"] for r in used]
+        tokens = sum(r["tokens"]["input"] + r["tokens"]["output"] for r in results)
+        cost = sum(r["output"]["cost"] for r in results)
+        minute, day = int(clock.now // 60), int(clock.now // 86400)
+        tpm_key = f"{PREFIX}{feature_id}:tpm:{minute}"
+        cost_key = f"{PREFIX}{feature_id}:cost:{day}"
+        assert int(store.get(tpm_key) or 0) == tokens
+        store.delete(tpm_key, cost_key)  # what a Redis restart does
+        after = http.post("/features/rebuilt/test", json={"content": "q9"}).json()["data"]
+        # Rebuilt from the attempts' log entries, then this call settled on top.
+        spent = after["tokens"]["input"] + after["tokens"]["output"]
+        assert int(store.get(tpm_key) or 0) == tokens + spent
+        rebuilt_cost = int(store.get(cost_key) or 0)
+        assert abs(rebuilt_cost - round((cost + after["output"]["cost"]) * NANO)) <= 3
