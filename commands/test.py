@@ -17,6 +17,7 @@ from .options import (
     parsed_by,
     pass_state,
     render_list,
+    sigterm_as_exit,
 )
 
 STATUSES = ("success", "error", "timeout")
@@ -252,12 +253,13 @@ def test_export(
     results = state.client().tests.history(
         feature, _history_filters(status, model, prompt, since), limit=None
     )
-    if out is not None:
-        with AtomicFile(out) as sink:
-            write_tests(sink, results, fmt)
-    else:
-        sys.stdout.flush()
-        write_tests(sys.stdout.buffer, results, fmt)
-        sys.stdout.buffer.flush()
+    with sigterm_as_exit():
+        if out is not None:
+            with AtomicFile(out) as sink:
+                write_tests(sink, results, fmt)
+        else:
+            sys.stdout.flush()
+            write_tests(sys.stdout.buffer, results, fmt)
+            sys.stdout.buffer.flush()
     noun = "test" if len(results) == 1 else "tests"
     state.info(f"exported {len(results)} {noun}" + (f" to {out}" if out is not None else ""))
