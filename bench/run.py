@@ -24,6 +24,7 @@ BENCHMARKS = [
     "metrics_list",
     "metrics_live",
     "load_test_engine",
+    "model_tests",
 ]
 TIMEOUT_S = 900  # each benchmark bounds itself well below this
 TIMEOUTS_S = {"logs_query": 1800, "metrics_list": 1200}  # both seed ~10M rows first

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import click
@@ -18,7 +15,15 @@ from minerva_ai.cli.output import counted
 from minerva_ai.core.errors import PartlyRejected
 from minerva_ai.core.protocol import EXPORT_FORMATS, TRANSPORTS
 
-from .options import HelpGroup, Progress, State, output_options, parsed_by, pass_state
+from .options import (
+    HelpGroup,
+    Progress,
+    State,
+    output_options,
+    parsed_by,
+    pass_state,
+    sigterm_as_exit,
+)
 
 if TYPE_CHECKING:
     from minerva_ai.cli.logingest import IngestSummary
@@ -109,20 +114,6 @@ def _filters(
         "source": source,
         "request_id": request_id,
     }
-
-
-@contextmanager
-def _sigterm_as_exit() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so cleanup (a half-written file) still runs."""
-
-    def stop(_signum: int, _frame: FrameType | None) -> None:
-        raise SystemExit(128 + signal.SIGTERM)
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # ------------------------------------------------------------------ ingest
@@ -434,7 +425,7 @@ def logs_export(
         )
 
     chunks = state.client().logs.export(fmt, filters, csv_raw=csv_raw)
-    with _sigterm_as_exit():
+    with sigterm_as_exit():
         if out is not None:
             with AtomicFile(out) as sink:
                 count = write_export(sink, chunks, fmt, tick)

@@ -18,7 +18,7 @@ from .options import FORMATS, HelpGroup, State
 EXIT_CODES = """\b
 Exit codes:
   0    ok
-  1    a gate failed (readiness check, test suite, load-test threshold)
+  1    a gate failed (readiness check, test suite, load-test threshold, a failed test run)
   2    usage error: bad flag, URL, time, file or --set
   3    the service refused the request (its message is printed)
   4    the service could not be reached
@@ -39,6 +39,10 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "Put load on the service over HTTP and WebSocket; gate on thresholds.",
     ),
     "logs": ("minerva_ai.commands.logs:logs", "Send, tail, follow and export log entries."),
+    "test": (
+        "minerva_ai.commands.test:test",
+        "Run model and prompt tests through the service; read, compare and export them.",
+    ),
     "server": (
         "minerva_ai.commands.server:server",
         "Run the minerva-ai service, and administer its database directly.",

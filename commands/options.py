@@ -6,9 +6,12 @@ the config and the renderers are imported when a command first needs them.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -224,3 +227,17 @@ class HelpGroup(click.Group):
             click.echo(ctx.get_help())
             ctx.exit(0)
         return super().parse_args(ctx, args)
+
+
+@contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so cleanup (a half-written file) still runs."""
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -156,6 +156,10 @@ else
     echo "(no alert yet: the traffic's next incident is within six minutes; see \`alerts watch\`)"
 fi
 run logs export -o csv --since 5m --out "$DEMO_DIR/logs.csv"
+run test run photo-tagging --model suite-sim --input "a dog on a beach at sunset"
+run test run support-summarizer --model suite-sim --prompt summarize \
+    --var agent_name=Ada --var thread="The printer jams on page 2." -o json
+run test history photo-tagging --limit 5
 run load-test --scenario examples/scenarios/journey.yaml --users 20 --duration 8s \
     --threshold 'http_req_duration:p(95)<2000' --threshold 'ws_connecting:p(95)<2000'
 

@@ -21,6 +21,7 @@ import orjson
 
 from minerva_ai import __version__
 from minerva_ai.client.backoff import Backoff
+from minerva_ai.client.model_tests import AsyncModelTests, ModelTests
 from minerva_ai.client.resources import (
     Alerts,
     AsyncAlerts,
@@ -265,6 +266,7 @@ class Client(_BaseClient):
         self.alerts = Alerts(self)
         self.silences = Silences(self)
         self.webhooks = Webhooks(self)
+        self.tests = ModelTests(self)
 
     def __enter__(self) -> Self:
         return self
@@ -404,6 +406,7 @@ class AsyncClient(_BaseClient):
         self.metrics = AsyncMetrics(self)
         self.alerts = AsyncAlerts(self)
         self.webhooks = AsyncWebhooks(self)
+        self.tests = AsyncModelTests(self)
 
     async def __aenter__(self) -> Self:
         return self

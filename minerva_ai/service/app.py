@@ -28,12 +28,15 @@ from minerva_ai.service.locks import JobName
 from minerva_ai.service.log_follow import FollowHub
 from minerva_ai.service.logs import maintain
 from minerva_ai.service.metrics_live import MetricsHub
+from minerva_ai.service.providers.call import Providers
+from minerva_ai.service.providers.limits import Limiter
 from minerva_ai.service.responses import JSONResponse, error_body
 from minerva_ai.service.routes import alerts as alerts_routes
 from minerva_ai.service.routes import (
     features,
     health,
     logs,
+    model_tests,
     settings,
     silences,
     tokens,
@@ -189,6 +192,8 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             follow=FollowHub(pool, bus, config.export_timeout_s),
             live=LiveTokens(pool, bus, config.token_recheck_s),
             metrics=MetricsHub(pool, config.metrics_interval_s),
+            providers=Providers.create(config.provider_keys, config.provider_allow),
+            limiter=Limiter.connect(config.redis_url, config.clock),
         )
         state.live.start()
         app.state.minerva = state
@@ -204,6 +209,8 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             await state.metrics.close()
             await state.live.close()
             await state.follow.close()
+            await state.providers.close()
+            await state.limiter.close()
             await bus.close()
             await pool.close()
 
@@ -220,7 +227,17 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     errors.install(app)
     apidoc.install(app, API_PREFIX)
     app.include_router(health.router)
-    routers = (features, metrics_routes, settings, logs, alerts_routes, silences, tokens, websocket)
+    routers = (
+        features,
+        metrics_routes,
+        settings,
+        model_tests,
+        logs,
+        alerts_routes,
+        silences,
+        tokens,
+        websocket,
+    )
     for module in routers:
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(webhook_routes.router, prefix=API_PREFIX)

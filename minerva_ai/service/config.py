@@ -6,12 +6,14 @@ import base64
 import ipaddress
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from minerva_ai.core.errors import ConfigError
+from minerva_ai.service.providers.policy import AddressPolicy, KeyPolicy, PolicyError
 
 
 def _number(name: str, default: float, minimum: float = 0) -> float:
@@ -158,6 +160,12 @@ class ServiceConfig:
     webhook_clock: Callable[[], datetime] | None = None
     # How often alert rules are evaluated (one instance at a time).
     alert_interval_s: float = 15.0
+    # The variables a model definition may name as its key (MINERVA_PROVIDER_KEYS), and the
+    # loopback/private hosts or networks providers may call (MINERVA_PROVIDER_ALLOW).
+    provider_keys: KeyPolicy = field(default_factory=KeyPolicy)
+    provider_allow: AddressPolicy = field(default_factory=AddressPolicy)
+    # The rate limiter's clock (seconds since the epoch): tests drive it.
+    clock: Callable[[], float] = time.time
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
@@ -195,4 +203,13 @@ class ServiceConfig:
             webhook_timeout_s=_number("MINERVA_WEBHOOK_TIMEOUT", 10.0, 0.1),
             webhook_interval_s=_number("MINERVA_WEBHOOK_INTERVAL", 1.0, 0.05),
             alert_interval_s=_number("MINERVA_ALERT_INTERVAL", 15.0, 0.1),
+            provider_keys=KeyPolicy.from_env(),
+            provider_allow=_address_policy(),
         )
+
+
+def _address_policy() -> AddressPolicy:
+    try:
+        return AddressPolicy.from_env()
+    except PolicyError as exc:
+        raise ConfigError(str(exc)) from None

@@ -20,6 +20,8 @@ from minerva_ai.service.log_follow import FollowHub
 from minerva_ai.service.logs import Partitions
 from minerva_ai.service.metrics_live import MetricsHub
 from minerva_ai.service.principal import Principal as Principal  # the routes' import
+from minerva_ai.service.providers.call import Providers
+from minerva_ai.service.providers.limits import Limiter
 from minerva_ai.service.tokens import hash_token
 
 
@@ -33,6 +35,8 @@ class AppState:
     follow: FollowHub
     live: LiveTokens
     metrics: MetricsHub
+    providers: Providers
+    limiter: Limiter
     partitions: Partitions = field(default_factory=Partitions)
     # Set when the server starts shutting down: streams end instead of holding it up.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)

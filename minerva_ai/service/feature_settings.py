@@ -7,11 +7,15 @@ every bad field of a file at once.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
+
+from minerva_ai.service.providers.policy import KeyPolicy
+from minerva_ai.service.providers.templates import template_problem, template_variables
+
+__all__ = ["template_problem", "template_variables", "validate_sections"]
 
 SECTIONS = ("models", "prompts", "rate_limits", "monitoring")
 
@@ -37,32 +41,54 @@ class Parameters(BaseModel):
     stop: list[str] | None = None
 
 
+class Price(_Strict):
+    """US dollars per million tokens; overrides the default price table."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
 class OpenAIModel(_Strict):
     provider: Literal["openai"]
     model: Annotated[str, StringConstraints(min_length=1)]
-    base_url: HttpUrl | None = None
+    base_url: HttpUrl | None = Field(
+        default=None, description="as the official SDK takes it, ending in /v1"
+    )
     api_key_env: EnvName = "OPENAI_API_KEY"
     timeout_s: float = Field(default=30, gt=0, le=600)
     parameters: Parameters = Field(default_factory=Parameters)
+    response_format: dict[str, Any] | None = None
+    price: Price | None = None
 
 
 class AnthropicModel(_Strict):
     provider: Literal["anthropic"]
     model: Annotated[str, StringConstraints(min_length=1)]
-    base_url: HttpUrl | None = None
+    base_url: HttpUrl | None = Field(
+        default=None, description="as the official SDK takes it, without /v1"
+    )
     api_key_env: EnvName = "ANTHROPIC_API_KEY"
     timeout_s: float = Field(default=30, gt=0, le=600)
     parameters: Parameters = Field(default_factory=Parameters)
+    price: Price | None = None
 
 
 class SimulatorModel(_Strict):
-    """A model that answers locally: for demos, tests and load tests."""
+    """A model that answers locally: for demos, tests and load tests. Its outcome is a
+    function of ``seed``, the rendered input and the repeat index."""
 
     provider: Literal["simulator"]
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
     latency_ms: float = Field(default=100, ge=0, le=600_000)
+    latency_jitter_ms: float = Field(default=0, ge=0, le=600_000)
     error_rate: float = Field(default=0, ge=0, le=1)
-    output: str | None = None
+    timeout_rate: float = Field(default=0, ge=0, le=1)
+    timeout_s: float = Field(default=30, gt=0, le=600)
+    output: str | None = Field(
+        default=None, description="fixed text, or a template of the input: {{ input }}"
+    )
     parameters: Parameters = Field(default_factory=Parameters)
+    price: Price | None = None
 
 
 ModelDefinition = Annotated[
@@ -76,8 +102,16 @@ class Models(_Strict):
     definitions: dict[Name, ModelDefinition] = Field(default_factory=dict)
 
 
+class ChatMessage(_Strict):
+    role: Literal["system", "user", "assistant"]
+    content: Annotated[str, StringConstraints(min_length=1)]
+
+
 class Prompt(_Strict):
-    template: Annotated[str, StringConstraints(min_length=1)]
+    """A plain template, or a chat: a list of role/content messages, each a template."""
+
+    template: Annotated[str, StringConstraints(min_length=1)] | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
     description: str | None = None
 
 
@@ -145,8 +179,6 @@ _SECTION_TYPES: dict[str, TypeAdapter[Any]] = {
     "monitoring": TypeAdapter(Monitoring),
 }
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-
 Problem = dict[str, str]
 
 
@@ -160,16 +192,20 @@ def _path(section: str, loc: tuple[int | str, ...]) -> str:
     return ".".join(parts).replace(".[", "[")
 
 
-def template_problem(template: str) -> str | None:
-    """Why a prompt template is malformed, or None: ``{{ name }}`` placeholders only."""
-    rest = _PLACEHOLDER.sub("", template)
-    if "{{" in rest or "}}" in rest:
-        return "unbalanced or malformed {{ }} placeholder (use {{ variable_name }})"
-    return None
-
-
-def template_variables(template: str) -> list[str]:
-    return list(dict.fromkeys(_PLACEHOLDER.findall(template)))
+def _prompt_checks(name: str, prompt: dict[str, Any]) -> list[Problem]:
+    where = f"prompts.{name}"
+    if ("template" in prompt) == ("messages" in prompt):
+        return [{"field": where, "message": "give either template or messages (not both)"}]
+    problems: list[Problem] = []
+    if "template" in prompt:
+        why = template_problem(prompt["template"])
+        if why:
+            problems.append({"field": f"{where}.template", "message": why})
+    for i, message in enumerate(prompt.get("messages", [])):
+        why = template_problem(message["content"])
+        if why:
+            problems.append({"field": f"{where}.messages[{i}].content", "message": why})
+    return problems
 
 
 def _seconds(duration: str) -> int:
@@ -203,11 +239,20 @@ def _rule_checks(where: str, rule: dict[str, Any], alert_interval_s: float) -> l
 
 
 def _cross_checks(
-    section: str, value: dict[str, Any], alert_interval_s: float = 15.0
+    section: str, value: dict[str, Any], keys: KeyPolicy, alert_interval_s: float = 15.0
 ) -> list[Problem]:
     problems: list[Problem] = []
     if section == "models":
         names = set(value["definitions"])
+        for name, definition in value["definitions"].items():
+            env = definition.get("api_key_env")
+            if env is not None and not keys.allows(env):
+                problems.append(
+                    {
+                        "field": f"models.definitions.{name}.api_key_env",
+                        "message": keys.refusal(env),
+                    }
+                )
         primary = value.get("primary")
         if primary is not None and primary not in names:
             problems.append(
@@ -234,9 +279,7 @@ def _cross_checks(
             )
     elif section == "prompts":
         for name, prompt in value.items():
-            why = template_problem(prompt["template"])
-            if why:
-                problems.append({"field": f"prompts.{name}.template", "message": why})
+            problems.extend(_prompt_checks(name, prompt))
     elif section == "monitoring":
         seen_rules: set[str] = set()
         for i, rule in enumerate(value["alert_rules"]):
@@ -269,12 +312,14 @@ def _cross_checks(
 
 
 def validate_sections(
-    raw: Any, alert_interval_s: float = 15.0
+    raw: Any, keys: KeyPolicy | None = None, alert_interval_s: float = 15.0
 ) -> tuple[dict[str, Any], list[Problem]]:
     """Validate the sections present in ``raw``; return them normalised, and the problems.
 
-    ``alert_interval_s``: how often alert rules are evaluated (a rule's `for` is not shorter).
-    """
+    ``keys``: the key variables a model may name (MINERVA_PROVIDER_KEYS; from the
+    environment when not given). ``alert_interval_s``: how often alert rules are evaluated
+    (a rule's `for` is not shorter)."""
+    keys = keys or KeyPolicy.from_env()
     if not isinstance(raw, dict):
         return {}, [{"field": "settings", "message": "must be an object of sections"}]
     clean: dict[str, Any] = {}
@@ -299,7 +344,7 @@ def validate_sections(
                 problems.append({"field": field, "message": err["msg"]})
             continue
         dumped = adapter.dump_python(parsed, mode="json", by_alias=True, exclude_none=True)
-        problems.extend(_cross_checks(section, dumped, alert_interval_s))
+        problems.extend(_cross_checks(section, dumped, keys, alert_interval_s))
         clean[section] = dumped
     return clean, problems
 

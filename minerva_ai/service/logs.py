@@ -270,7 +270,7 @@ def parse_cursor(value: str | None, name: str) -> int | None:
     return int(value)
 
 
-def parse_time(value: str | None, name: str) -> datetime | None:
+def parse_query_time(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
     moment: datetime | None = None
@@ -327,8 +327,8 @@ async def log_filter(
         feature_id=feature_id,
         levels=levels,
         source=source,
-        since=parse_time(since, "since"),
-        until=parse_time(until, "until"),
+        since=parse_query_time(since, "since"),
+        until=parse_query_time(until, "until"),
         pattern=q,
         request_id=request_id,
     )

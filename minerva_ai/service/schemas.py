@@ -21,6 +21,7 @@ from minerva_ai.service.feature_settings import (
     RateLimits,
     Slo,
 )
+from minerva_ai.service.providers.types import ErrorKind
 
 FeatureStatus = Literal["active", "inactive", "maintenance"]
 Scope = Literal["read", "ingest", "write", "admin"]
@@ -464,3 +465,71 @@ class WebhookTestResult(Shape):
     status_code: int | None = Field(description="the receiver's answer; null: none")
     error: str | None = Field(description="why it was not delivered; null: it was")
     duration_ms: float = Field(ge=0)
+
+
+class TestOutput(Shape):
+    """The plan's output: the answer, our time for the whole call (ms) and its cost (USD)."""
+
+    response: str | None = Field(description="the answering model's text; null when none did")
+    processingTime: float = Field(ge=0, description="ms, fallbacks included")
+    cost: float | None = Field(description="US dollars, every attempt; null: a price is unknown")
+
+
+class TokenCounts(Shape):
+    input: int = Field(ge=0)
+    output: int = Field(ge=0)
+
+
+class CallError(Shape):
+    kind: ErrorKind = Field(description="what went wrong (docs/api/README.md#test-results)")
+    message: str = Field(description="the provider's own message where it gave one")
+    http_status: int | None = Field(description="the provider's HTTP status, if it answered")
+    retry_after: float | None = Field(description="seconds, from the provider's Retry-After")
+
+
+class TestAttempt(Shape):
+    model: str = Field(description="the model's name in the settings")
+    provider: Literal["openai", "anthropic", "simulator"]
+    provider_model: str | None
+    status: CallStatus
+    latency_ms: float = Field(ge=0)
+    tokens: TokenCounts
+    cost: float | None
+    simulated: bool
+    error: CallError | None
+
+
+class ChatLine(Shape):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class TestResult(Shape):
+    """A model or prompt test: the plan's ``id, status, output``, and how it came about."""
+
+    id: UUID
+    feature_id: UUID
+    feature: str
+    type: Literal["model", "prompt"]
+    status: CallStatus
+    output: TestOutput
+    tokens: TokenCounts = Field(description="every attempt's, added up")
+    model: str = Field(description="the model that answered (else the last one tried)")
+    provider: Literal["openai", "anthropic", "simulator"]
+    provider_model: str | None
+    error: CallError | None = Field(description="why the last attempt failed; null on success")
+    attempts: list[TestAttempt] = Field(description="in order: what failed before the answer")
+    prompt: str | None = Field(description="NAME or NAME@VERSION, when a stored prompt was used")
+    rendered_prompt: str
+    messages: list[ChatLine]
+    input: str
+    variables: dict[str, str]
+    image: dict[str, Any] | None = Field(description="`url`, or `media_type` and `bytes`")
+    repeat: int = Field(ge=0)
+    settings_version: int = Field(ge=1, description="the live version the test ran on")
+    candidate_hash: str | None = Field(
+        description="with candidate `settings`: a hash of them (they are not stored)"
+    )
+    simulated: bool = Field(description="true when a simulator produced any attempt")
+    request_id: str = Field(description="shared by the attempts' log entries")
+    created_at: datetime

@@ -41,12 +41,16 @@ def decode_cursor(cursor: str | None, key: str, kind: type[Any] = object) -> Any
             raise ValueError(key)
         return value
     except (binascii.Error, ValueError, KeyError, TypeError):
-        raise ApiError(
-            400,
-            "cursor is not one this endpoint issued",
-            "bad_request",
-            [{"field": "query parameter cursor", "message": "malformed cursor"}],
-        ) from None
+        raise bad_cursor() from None
+
+
+def bad_cursor() -> ApiError:
+    return ApiError(
+        400,
+        "cursor is not one this endpoint issued",
+        "bad_request",
+        [{"field": "query parameter cursor", "message": "malformed cursor"}],
+    )
 
 
 def as_uuid(ref: str) -> UUID | None:

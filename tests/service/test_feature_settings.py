@@ -381,3 +381,56 @@ def test_bad_names_of_definitions_and_prompts() -> None:
     assert len(fields) == 2
     assert fields[0].startswith("models.definitions.bad name")
     assert fields[1].startswith("prompts.-leading-dash")
+
+
+def test_a_key_variable_outside_the_allow_list_is_refused() -> None:
+    from minerva_ai.service.providers.policy import KeyPolicy
+
+    raw = {
+        "models": {
+            "definitions": {
+                "leak": {"provider": "openai", "model": "m", "api_key_env": "DATABASE_URL"},
+                "gateway": {
+                    "provider": "openai",
+                    "model": "m",
+                    "api_key_env": "MINERVA_PROVIDER_KEY_GATEWAY",
+                },
+            }
+        }
+    }
+    _, problems = validate_sections(raw, KeyPolicy())
+    assert [p["field"] for p in problems] == ["models.definitions.leak.api_key_env"]
+    assert "DATABASE_URL is not an allowed key variable" in problems[0]["message"]
+    _, problems = validate_sections(raw, KeyPolicy.parse("DATABASE_URL"))
+    assert problems == []  # the operator's MINERVA_PROVIDER_KEYS decides
+
+
+def test_a_prompt_is_a_template_or_chat_messages() -> None:
+    chat = {
+        "messages": [
+            {"role": "system", "content": "Be {{ tone }}"},
+            {"role": "user", "content": "{{ q }}"},
+        ]
+    }
+    clean, problems = validate_sections({"prompts": {"chat": chat}})
+    assert problems == [] and clean["prompts"]["chat"]["messages"][0]["role"] == "system"
+    _, problems = validate_sections({"prompts": {"both": {**chat, "template": "x"}, "none": {}}})
+    assert sorted(p["field"] for p in problems) == ["prompts.both", "prompts.none"]
+    _, problems = validate_sections(
+        {"prompts": {"bad": {"messages": [{"role": "user", "content": "{{ x }"}]}}}
+    )
+    assert [p["field"] for p in problems] == ["prompts.bad.messages[0].content"]
+
+
+def test_every_demo_feature_has_a_seeded_simulator_that_never_fails() -> None:
+    from minerva_ai.service.demo import read_demo
+    from tests.conftest import REPO
+
+    for feature in read_demo(REPO / "examples"):
+        definitions = feature["settings"]["models"]["definitions"]
+        offline = [
+            d
+            for d in definitions.values()
+            if d["provider"] == "simulator" and "seed" in d and d.get("error_rate", 0) == 0
+        ]
+        assert offline, f"{feature['name']} has no seeded simulator with a zero error rate"

@@ -26,6 +26,8 @@ from tests.service.conftest import (
     ws_open,
 )
 
+NO_TEST = "00000000-0000-0000-0000-000000000001"  # a test id no organization has
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -48,6 +50,7 @@ class Endpoint:
         webhook_id: str = "00000000-0000-0000-0000-000000000000",
         alert_id: str = "00000000-0000-0000-0000-000000000000",
         silence_id: str = "00000000-0000-0000-0000-000000000000",
+        test_id: str = NO_TEST,
     ) -> httpx.Response:
         fields = {
             "feature": feature,
@@ -57,6 +60,7 @@ class Endpoint:
             "rule": "errors",
             "alert_id": alert_id,
             "silence_id": silence_id,
+            "test_id": test_id,
         }
 
         def fill(value: Any) -> Any:  # "{feature}-copy": a name of the test's own
@@ -79,6 +83,12 @@ class Endpoint:
 
 
 SETTINGS = {"version": 2, "settings": {"rate_limits": {"cost_per_day": 1}}}
+# A test on a candidate simulator model: runs on any feature, changes none.
+SIMULATED = {"provider": "simulator", "latency_ms": 0}
+TEST_CALL = {
+    "content": "hi",
+    "settings": {"models": {"primary": "sim", "definitions": {"sim": SIMULATED}}},
+}
 # Made when the module loads: minutes old when sent, well within the retention window.
 LOG_ENTRY = {
     "timestamp": datetime.now(UTC).isoformat(),
@@ -107,6 +117,8 @@ FEATURE_ENDPOINTS = [
     Endpoint("GET", "/alerts", "read", query=BY_FEATURE),
     Endpoint("GET", "/features/{feature}/metrics", "read"),
     Endpoint("GET", "/features/{feature}/metrics/stream", "read", streaming=True),
+    Endpoint("POST", "/features/{feature}/test", "write", TEST_CALL),
+    Endpoint("GET", "/features/{feature}/test/history", "read"),
     Endpoint("GET", "/logs", "read", query=BY_FEATURE),
     Endpoint("GET", "/logs/export", "read", query=BY_FEATURE),
     Endpoint("GET", "/logs/stream", "read", query=BY_FEATURE, streaming=True),
@@ -133,6 +145,7 @@ OTHER_ENDPOINTS = [
     Endpoint("DELETE", "/webhooks/{webhook_id}", "admin"),
     Endpoint("POST", "/webhooks/{webhook_id}/rotate-secret", "admin"),
     Endpoint("POST", "/webhooks/{webhook_id}/test", "admin"),
+    Endpoint("GET", "/tests/{test_id}", "read"),
 ]
 ENDPOINTS = FEATURE_ENDPOINTS + OTHER_ENDPOINTS
 
@@ -245,6 +258,15 @@ def test_a_name_means_the_callers_own_feature(world: World, endpoint: Endpoint) 
     assert snapshot(world.mine) == before
 
 
+def test_another_organizations_test_is_404(world: World) -> None:
+    with world.mine.client() as http:
+        mine = http.post("/features/tagger/test", json=TEST_CALL).json()["data"]["id"]
+    with world.theirs.client() as http:
+        error = assert_error(http.get(f"/tests/{mine}"), 404, "not_found")
+        ghost = assert_error(http.get(f"/tests/{NO_TEST}"), 404, "not_found")
+    assert error["message"].replace(mine, NO_TEST) == ghost["message"]
+
+
 def test_lists_and_search_show_only_the_callers_features(world: World) -> None:
     with world.theirs.client() as http:
         listed = http.get("/features").json()
@@ -333,10 +355,17 @@ def test_a_token_with_the_scope_is_let_through(
         if "{webhook_id}" in endpoint.path:
             hook = http.post("/webhooks", json={**WEBHOOK, "name": f"{name}-own"}).json()["data"]
         silence = http.post("/silences", json={**SILENCE, "feature": name}).json()["data"]["id"]
+        test_id = http.post(f"/features/{name}/test", json=TEST_CALL).json()["data"]["id"]
     alert = open_alert(world.mine, name)
     with world.mine.client(world.token_of(scope)) as http:
         response = endpoint.call(
-            http, name, token_id=victim, webhook_id=hook["id"], alert_id=alert, silence_id=silence
+            http,
+            name,
+            token_id=victim,
+            webhook_id=hook["id"],
+            alert_id=alert,
+            silence_id=silence,
+            test_id=test_id,
         )
     assert response.status_code in (200, 201), response.text
 

@@ -112,7 +112,7 @@ async def metrics_series(
     defaults: the last hour by minute. At most 10,000 points."""
     retention = state.config.metrics_retention
     span = metrics.parse_span(step, "step", metrics.STEP_MAX)
-    first, last = logs.parse_time(since, "since"), logs.parse_time(until, "until")
+    first, last = logs.parse_query_time(since, "since"), logs.parse_query_time(until, "until")
     now = datetime.now(UTC)
     start, end = metrics.series_bounds(first, last, span, now)
     if start < metrics.minute_floor(now) - retention:

@@ -187,7 +187,9 @@ async def settings_put(
     body = await _json_body(request)
     _refuse_unknown(body, ("version", "settings"))
     base = _base_version(body, if_match)
-    sections, problems = validate_sections(body.get("settings", {}), state.config.alert_interval_s)
+    sections, problems = validate_sections(
+        body.get("settings", {}), state.config.provider_keys, state.config.alert_interval_s
+    )
     if problems:
         message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
         raise ApiError(422, f"invalid settings: {message}", details=problems)
