@@ -23,6 +23,8 @@ BENCHMARKS = [
     "ws_fanout",
     "metrics_list",
     "metrics_live",
+    "alerts_eval",
+    "alerts_webhook",
     "load_test_engine",
     "model_tests",
 ]
@@ -83,6 +85,7 @@ def summarise() -> str:
         )
     lines.extend(summarise_logs())
     lines.extend(summarise_metrics())
+    lines.extend(summarise_alerts())
     lines.extend(summarise_load_test())
     return "\n".join(lines)
 
@@ -162,6 +165,28 @@ def summarise_metrics() -> list[str]:
             f"metrics_update to {many['subscribers']:,} WS subscribers: computations "
             f"{live['computations_ratio']:.2f}x those for 1 (goal: the same), delivery lag p99 "
             f"{many['lag']['p99_ms']:.0f} ms"
+        )
+    return lines
+
+
+def summarise_alerts() -> list[str]:
+    lines = []
+    evaluation = _load("alerts_eval")
+    if evaluation and "steady" in evaluation:
+        lines.append(
+            f"alert evaluation, 10,000 rules over 1,000 features, max: steady "
+            f"{evaluation['steady']['max_s']:.2f} s, first cycle (all transition) "
+            f"{evaluation['first']['max_s']:.2f} s (goal < 2 s); the SQL alone "
+            f"{evaluation['sql']['p50_s']:.2f} s"
+        )
+    webhook = _load("alerts_webhook")
+    if webhook and "breach_received" in webhook:
+        received = webhook["breach_received"]
+        lines.append(
+            f"breach -> webhook received (alert interval {webhook['alert_interval_s']:g} s, "
+            f"webhook interval {webhook['webhook_interval_s']:g} s): p50 "
+            f"{received['p50_ms']:.0f} ms, p95 {received['p95_ms']:.0f} ms, max "
+            f"{received['max_ms']:.0f} ms (goal < {webhook['alert_interval_s'] + 2:g} s)"
         )
     return lines
 
