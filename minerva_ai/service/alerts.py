@@ -40,6 +40,10 @@ Conn = AsyncConnection[Row]
 Fence = Callable[[Conn], Awaitable[None]]
 EVALUATOR = "evaluator"
 TOPIC = "alerts:{organization_id}"  # the bus topic that says "new transitions"
+PERCENTILE_METRICS = ("p95_ms", "p99_ms")
+# An evaluation's metrics reads may take this long (an interactive request: 5 s): a busy
+# database makes the cycle slow, not every rule `error`.
+EVALUATION_TIMEOUT_S = 60
 ALERT_FIELDS = (
     "id",
     "feature_id",
@@ -142,17 +146,21 @@ async def targets(
 async def observe(
     conn: Conn, organization_id: uuid.UUID, found: Iterable[Target], now: datetime
 ) -> dict[tuple[uuid.UUID, str], Observation]:
-    """Each rule's metric over its window: one metrics query per window in use."""
+    """Each rule's metric over its window: one metrics query per window in use, without
+    the trend, and without latency percentiles unless a rule of that window needs them."""
     by_window: dict[timedelta, list[Target]] = defaultdict(list)
     for target in found:
         by_window[target.rule.window].append(target)
     seen: dict[tuple[uuid.UUID, str], Observation] = {}
     for window, group in by_window.items():
         feature_ids = sorted({t.feature_id for t in group})
+        percentiles = any(t.rule.metric in PERCENTILE_METRICS for t in group)
+        query = metrics.Query(organization_id, feature_ids, percentiles=percentiles)
         try:
-            figures = await metrics.current(
-                conn, metrics.Query(organization_id, feature_ids), window, now
-            )
+            async with conn.transaction():
+                timeout = f"{EVALUATION_TIMEOUT_S * 1000:.0f}ms"
+                await conn.execute(queries()["evaluation_timeout"], {"timeout": timeout})
+                figures = await metrics.current(conn, query, window, now, with_trend=False)
         except Exception as exc:  # a failed query: every rule of it is in `error`
             for target in group:
                 seen[(target.feature_id, target.rule.name)] = Observation(None, 0, str(exc))

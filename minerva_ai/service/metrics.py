@@ -11,7 +11,7 @@ import math
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -221,6 +221,8 @@ class Query:
     feature_ids: Sequence[uuid.UUID] | None = None
     include_tests: bool = False
     by_model: bool = False
+    # Off: no latency percentiles (the histograms are the costly part of a rollup).
+    percentiles: bool = True
 
     def scope(self) -> dict[str, Any]:
         """The query parameters that say whose calls."""
@@ -239,6 +241,7 @@ async def _rollup(
             queries()["metric_rollup"],
             {
                 **query.scope(),
+                "histograms": query.percentiles,
                 "since": since,
                 "until": until,
                 "step": step,
@@ -271,17 +274,20 @@ async def current(
     query: Query,
     window: timedelta,
     now: datetime | None = None,
+    with_trend: bool = True,
 ) -> list[dict[str, Any]]:
     """Each feature's figures over the window (its whole minutes before the current one,
-    and the current one so far), with its trend against the same span just before."""
+    and the current one so far), with its trend against the same span just before
+    (``with_trend=False``: not read, ``trend`` null)."""
     now = now or datetime.now(UTC)
     minute = minute_floor(now)
     start = minute - window
     span = window + STEP_MIN  # the window's minute slots, the current one included
     elapsed = window.total_seconds() / 60 + (now - minute).total_seconds() / 60
-    totals_query = Query(query.organization_id, query.feature_ids, query.include_tests)
-    # Two steps: the previous span and this window.
-    rollup = await _rollup(conn, totals_query, start - span, minute + STEP_MIN, span)
+    totals_query = replace(query, by_model=False)
+    # Two steps: the previous span (for the trend) and this window.
+    since = start - span if with_trend else start
+    rollup = await _rollup(conn, totals_query, since, minute + STEP_MIN, span)
     by_model = await _rollup(conn, query, start, minute + STEP_MIN, span) if query.by_model else {}
     alerts = await _open_alerts(conn, query)
     out = []
@@ -382,8 +388,7 @@ async def series(
     now = datetime.now(UTC)
     first = since - step  # read to give the first point its trend
     starts = [first + step * i for i in range(math.ceil((until - first) / step))]
-    totals_query = Query(query.organization_id, query.feature_ids, query.include_tests)
-    rollup = await _rollup(conn, totals_query, first, until, step)
+    rollup = await _rollup(conn, replace(query, by_model=False), first, until, step)
     (feature,) = await feature_slos(conn, query)
     fid, slo = feature["id"], _slo(feature)
     out: dict[str, Any] = {

@@ -352,3 +352,13 @@ def test_unknown_alerts_and_silences_are_404(alerting: Alerting) -> None:
     assert_error(alerting.http.delete("/silences/nope"), 404, "not_found")
     unknown = {"feature": "ghost", "duration": "1h", "comment": "x"}
     assert_error(alerting.http.post("/silences", json=unknown), 404, "not_found")
+
+
+def test_a_latency_percentile_rule(alerting: Alerting) -> None:
+    # the evaluator reads latency histograms only for windows whose rules need them
+    p95 = {"name": "slow", "metric": "p95_ms", "operator": ">", "threshold": 80, "window": "5m"}
+    alerting.rules(p95, {**RULE, "window": "15m"})
+    alerting.calls("success", 20)  # 100 ms each
+    alerting.evaluate()
+    [alert] = alerting.http.get("/alerts", params={"state": "open"}).json()["data"]
+    assert alert["rule"] == "slow" and 100 <= alert["value"] < 125  # the 100-125 ms bucket
