@@ -110,6 +110,12 @@ def _cpu_times() -> tuple[int, int]:
     return sum(fields), fields[3] + fields[4]  # total, idle + iowait
 
 
+def busy_cpu_s() -> float:
+    """CPU seconds all processes have used since boot (every CPU's non-idle time)."""
+    total, idle = _cpu_times()
+    return (total - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def busy_share(seconds: float = 1.0) -> float | None:
     """The share of all CPUs that other processes kept busy over ``seconds``."""
     try:

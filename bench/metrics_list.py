@@ -12,16 +12,16 @@ checks that all 1,000 features come back with their metrics, then measures:
 - the SQL alone, the physical reference: the very ``metric_rollup`` query and parameters
   ``metrics.current()`` runs for it, through psycopg (``dict_row``, as the service reads
   it), one at a time, with its ``EXPLAIN (ANALYZE, BUFFERS)``; and the ratio;
-- the CPU each request costs the service and PostgreSQL (from /proc, during the steady
-  run), which says which side cannot keep up;
+- first, 30 requests one at a time and the CPU each costs the service and PostgreSQL
+  (from /proc), which says which side cannot keep up with the rate;
 - for information, a few requests and the SQL with longer windows (``--info-windows``);
 - unless ``--no-prototype``, the same for two prototypes of a change, served through
   ``serve.py``'s bench-only variables (never knobs of the product) and first checked to
   answer exactly as the shipped service does: ``prototype``, a ``metric_rollup`` (below)
   that merges the latency histograms in one pass instead of nesting ``jsonb_agg`` in a
-  subquery per step; ``prototype+shared``, that query with the figures computed once for
-  all the requests asking for the same within ``--shared-s`` (1 s), as the live metrics
-  hub computes them once per interval for all its watchers.
+  subquery per step; ``prototype+shared``, that query with the figures shared by all the
+  requests asking for the same and refreshed in the background once ``--shared-s`` (1 s)
+  old, as the live metrics hub computes them once per interval for all its watchers.
 
 Embedded PostgreSQL and Redis in a temp home; loopback only; bounded; stops everything it
 started. Run:
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 import uuid
@@ -48,6 +49,7 @@ from benchlib import (
     Service,
     add_run_options,
     bench_parser,
+    busy_cpu_s,
     command_line,
     embedded_databases,
     finish,
@@ -73,6 +75,8 @@ from minerva_ai.service.db import queries
 
 P95_GOAL_MS = 100.0
 AHEAD = timedelta(minutes=30)
+UNLOADED = 30  # requests one at a time, for the CPU each costs
+NPROC = os.cpu_count() or 1
 
 # metric_rollup with the histograms merged in one pass: each row's histogram expanded once
 # and summed per (feature, model, step, bucket), instead of jsonb_agg per minute, jsonb_agg
@@ -187,6 +191,25 @@ def sql_alone(
     }
 
 
+def compare_sql(
+    dbs: Databases, statements: dict[str, sql.SQL], params: dict[str, Any], runs: int
+) -> dict[str, dict[str, float]]:
+    """Each statement ``runs`` times, interleaved (the order alternating every round), so
+    that a shared machine's changing load weighs on all alike."""
+    times: dict[str, list[float]] = {name: [] for name in statements}
+    names = list(statements)
+    with psycopg.connect(
+        dbs.database_url, autocommit=True, row_factory=dict_row, options="-c timezone=UTC"
+    ) as conn:
+        for i in range(runs + 2):
+            for name in names if i % 2 == 0 else reversed(names):
+                t0 = time.perf_counter()
+                conn.execute(statements[name], params).fetchall()
+                if i >= 2:
+                    times[name].append(time.perf_counter() - t0)
+    return {name: summary_ms(values) for name, values in times.items()}
+
+
 def timed_gets(service: Service, dbs: Databases, path: str, count: int) -> dict[str, float]:
     times = []
     for _ in range(count):
@@ -196,6 +219,19 @@ def timed_gets(service: Service, dbs: Databases, path: str, count: int) -> dict[
         if status != 200:
             return {"status": status, "error": body[:200].decode(errors="replace")}  # type: ignore[dict-item]
     return summary_ms(times)
+
+
+def wait_idle(service: Service, dbs: Databases, limit_s: float = 120.0) -> None:
+    """Until the service and PostgreSQL use less than 5% of a CPU each (at most ``limit_s``)."""
+    assert service.process is not None
+    meter = CpuMeter(service=(service.process.pid, False), postgres=(postmaster_pid(dbs), True))
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        meter.start()
+        time.sleep(1.0)
+        meter.stop()
+        if max(meter.shares().values()) < 0.05:
+            return
 
 
 def measure(
@@ -210,24 +246,19 @@ def measure(
     assert service.process is not None
     path = path_for(args.features, args.window)
     meter = CpuMeter(service=(service.process.pid, False), postgres=(postmaster_pid(dbs), True))
-    with PySpy(service.process.pid, spy):
+    with pinned(1):  # one request at a time: what each costs either side, unloaded
         meter.start()
-        steady = steady_latency(service, dbs.token, path, args.rate, args.duration)
+        alone_latency = timed_gets(service, dbs, path, UNLOADED)
         meter.stop()
-    served = max(1, steady["ok"] + 20)  # the warm-up requests included
-    cpu_ms = {name: used * 1000 / served for name, used in meter.used.items()}
-    print_latency("endpoint", steady)
+    cpu_ms = {name: used * 1000 / UNLOADED for name, used in meter.used.items()}
     print(
-        f"  CPU per request: service {cpu_ms['service']:.1f} ms (CPU 0), PostgreSQL "
-        f"{cpu_ms['postgres']:.1f} ms (CPU 1); {1000 / args.rate:.0f} ms a request is one CPU"
+        f"  one at a time: {fmt_ms(alone_latency)}\n  CPU per request: service "
+        f"{cpu_ms['service']:.1f} ms (CPU 0), PostgreSQL {cpu_ms['postgres']:.1f} ms (CPU 1); "
+        f"at {args.rate:g} req/s, {1000 / args.rate:.0f} ms a request is all of a CPU"
     )
     with pinned(1):
         alone = sql_alone(dbs, statement, rollup_params(dbs, ids, args.window), args.sql_runs)
     print(f"  SQL      {fmt_ms(alone['latency'])}  ({alone['rows']} rows)")
-    ratio = steady["p50_ms"] / alone["latency"]["p50_ms"]
-    print(f"  endpoint p50 / SQL alone p50: {ratio:.1f}x")
-    verdict = "meets" if steady["p95_ms"] < P95_GOAL_MS else "MISSES"
-    print(f"  goal: p95 < {P95_GOAL_MS:g} ms: {steady['p95_ms']:.1f} ms {verdict} it")
     if not args.no_explain:
         print("\n  EXPLAIN (ANALYZE, BUFFERS) of the SQL:")
         print("    " + alone["explain"].replace("\n", "\n    "))
@@ -240,6 +271,24 @@ def measure(
         shown = fmt_ms(gets) if "p50_ms" in gets else f"failed: {gets}"
         print(f"  window {window}: endpoint {shown}")
         print(f"  window {window}: SQL      {fmt_ms(timed['latency'])}")
+    with PySpy(service.process.pid, spy):
+        busy0, t0 = busy_cpu_s(), time.perf_counter()
+        meter.start()
+        steady = steady_latency(service, dbs.token, path, args.rate, args.duration)
+        meter.stop()
+        ours = sum(meter.used.values())
+        others = (busy_cpu_s() - busy0 - ours) / (time.perf_counter() - t0) / NPROC
+    print_latency("endpoint", steady)
+    print(
+        f"  during it: service {meter.shares()['service']:.0%} of CPU 0, PostgreSQL "
+        f"{meter.shares()['postgres']:.0%} of CPU 1; all other processes (this client's "
+        f"included) {others:.0%} of the {NPROC} CPUs"
+    )
+    wait_idle(service, dbs)  # requests the client gave up on may still be running
+    ratio = steady["p50_ms"] / alone["latency"]["p50_ms"]
+    print(f"  endpoint p50 / SQL alone p50: {ratio:.1f}x")
+    verdict = "meets" if steady["p95_ms"] < P95_GOAL_MS else "MISSES"
+    print(f"  goal: p95 < {P95_GOAL_MS:g} ms: {steady['p95_ms']:.1f} ms {verdict} it")
     if spy is not None and spy.exists():
         print("\n  py-spy, the service during the steady run (inclusive, then own):")
         for share, name in top_frames(spy, 40):
@@ -249,6 +298,9 @@ def measure(
             print(f"    own {share:6.1%}  {name}")
     return {
         "latency": steady,
+        "one_at_a_time": alone_latency,
+        "cpu_share_during": meter.shares(),
+        "others_busy_during": others,
         "cpu_ms_per_request": cpu_ms,
         "sql_alone": {k: v for k, v in alone.items() if k != "sql"},
         "ratio_p50": ratio,
@@ -271,7 +323,7 @@ def main() -> int:
     parser.add_argument("--postgres-cpu", type=int, default=1, help="-1: not pinned")
     parser.add_argument("--no-prototype", action="store_true", help="the shipped service only")
     parser.add_argument(
-        "--shared-s", type=float, default=1.0, help="the shared prototype's reuse, seconds"
+        "--shared-s", type=float, default=1.0, help="the shared prototype's refresh, seconds"
     )
     parser.add_argument("--no-explain", action="store_true")
     add_run_options(parser, py_spy="sample the service during the steady run; DIR/list.txt")
@@ -341,6 +393,18 @@ def main() -> int:
                 if not same:
                     raise SystemExit(f"{name} does not answer as the shipped service")
             results["response_kib"] = size / 1024
+            if "prototype" in statements:
+                unique = {"shipped": statements["shipped"], "prototype": statements["prototype"]}
+                with pinned(1):
+                    compared = compare_sql(
+                        dbs, unique, rollup_params(dbs, ids, args.window), args.sql_runs
+                    )
+                print("\n  metric_rollup alone, shipped and prototype interleaved:")
+                for name, figures in compared.items():
+                    print(f"  {name:<10} {fmt_ms(figures)}")
+                gain = compared["prototype"]["p50_ms"] / compared["shipped"]["p50_ms"]
+                print(f"  prototype / shipped, p50: {gain:.2f}x")
+                results["sql_interleaved"] = compared
             for name, service in services.items():
                 print(f"\n  {name}:")
                 spy = args.py_spy / f"list-{name}.txt" if args.py_spy else None

@@ -153,10 +153,9 @@ def summarise_metrics() -> list[str]:
             f"GET /features?include_metrics=true, 1,000 features x 7 days of rollups, p95 at "
             f"20 req/s: {p95:.0f} ms (goal < 100 ms)"
         )
-        if "prototype" in listing:
-            line += (
-                f"; one-pass histogram prototype {listing['prototype']['latency']['p95_ms']:.0f} ms"
-            )
+        for name in ("prototype", "prototype+shared"):
+            if name in listing:
+                line += f"; {name} {listing[name]['latency']['p95_ms']:.0f} ms"
         lines.append(line)
     live = _load("metrics_live")
     if live and live.get("phases"):

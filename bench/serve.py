@@ -7,8 +7,8 @@ BENCH_UVICORN_OPTIONS (a JSON object) overrides some of those options, to measur
 BENCH_INGEST_WITHOUT_ROLLUPS=1 serves the ingest's INSERT without its metric rollups
 (logs_ingest.py); BENCH_QUERIES (a JSON object, name -> SQL) replaces named queries with
 prototypes of a change (metrics_list.py); BENCH_SHARED_METRICS=SECONDS prototypes current
-metrics computed once for all the requests asking the same within SECONDS (single flight,
-as MetricsHub does for live watchers; metrics_list.py); BENCH_COUNTERS_FILE=PATH has the
+metrics shared by all requests and refreshed in the background once SECONDS old, as
+MetricsHub does for live watchers (metrics_list.py); BENCH_COUNTERS_FILE=PATH has the
 live-metrics hub's computation count written there every 0.2 s and at exit
 (metrics_live.py).
 """
@@ -51,28 +51,48 @@ def replace_queries(replacements: dict[str, str]) -> None:
         statements[name] = sql.SQL(text)
 
 
-def share_current_metrics(reuse_s: float) -> None:
-    """A prototype: ``metrics.current`` run once for every request asking for the same
-    figures within ``reuse_s`` (those arriving meanwhile wait for the same result)."""
+def share_current_metrics(refresh_s: float) -> None:
+    """A prototype: ``metrics.current`` kept per (query, window) and refreshed in the
+    background once the figures are ``refresh_s`` old, as MetricsHub does for live
+    watchers; a request gets the latest figures at once (only the first one waits)."""
+    import psycopg
+    from psycopg.rows import dict_row
+
     from minerva_ai.service import metrics
 
     compute = metrics.current
-    shared: dict[Any, tuple[float, asyncio.Future[Any]]] = {}
+    latest: dict[Any, tuple[float, Any]] = {}
+    refreshing: dict[Any, asyncio.Task[None]] = {}
+    own: list[Any] = []  # the refreshes' connection, opened on first use
+
+    async def refresh(key: Any, query: Any, window: Any) -> None:
+        try:
+            if not own:
+                own.append(
+                    await psycopg.AsyncConnection.connect(
+                        os.environ["DATABASE_URL"],
+                        autocommit=True,
+                        row_factory=dict_row,
+                        options="-c timezone=UTC",
+                    )
+                )
+            latest[key] = (time.monotonic(), await compute(own[0], query, window))
+        finally:
+            del refreshing[key]
 
     async def current(conn: Any, query: Any, window: Any, *args: Any, **kwargs: Any) -> Any:
         if args or kwargs:
             return await compute(conn, query, window, *args, **kwargs)
         ids = tuple(query.feature_ids) if query.feature_ids is not None else None
         key = (query.organization_id, ids, query.include_tests, query.by_model, window)
-        found = shared.get(key)
-        if found is None or time.monotonic() - found[0] > reuse_s:
-            found = (time.monotonic(), asyncio.ensure_future(compute(conn, query, window)))
-            shared[key] = found
-        try:
-            return await asyncio.shield(found[1])
-        except Exception:
-            shared.pop(key, None)
-            raise
+        found = latest.get(key)
+        if found is None:
+            result = await compute(conn, query, window)
+            latest[key] = (time.monotonic(), result)
+            return result
+        if time.monotonic() - found[0] > refresh_s and key not in refreshing:
+            refreshing[key] = asyncio.create_task(refresh(key, query, window))
+        return found[1]
 
     metrics.current = current  # type: ignore[assignment]
 
