@@ -270,6 +270,7 @@ def rollup_params(
         "step": span,
         "include_tests": False,
         "by_model": False,
+        "histograms": True,
     }
 
 

@@ -461,9 +461,15 @@ async def _due_renotifications(
     conn: Conn, org_id: uuid.UUID, org_targets: list[Target], now: datetime
 ) -> list[tuple[Row, str]]:
     rules = {(t.feature_id, t.rule.name): t for t in org_targets}
+    intervals = [t.rule.renotify for t in org_targets if t.rule.renotify is not None]
+    if not intervals:
+        return []
     due = []
     for alert in await (
-        await conn.execute(queries()["renotify_candidates"], {"organization_id": org_id})
+        await conn.execute(
+            queries()["renotify_candidates"],
+            {"organization_id": org_id, "due_before": now - min(intervals)},
+        )
     ).fetchall():
         target = rules.get((alert["feature_id"], alert["rule"]))
         if target is None or target.rule.renotify is None:

@@ -94,10 +94,12 @@ SELECT * FROM silences
 WHERE organization_id = %(organization_id)s AND starts_at <= %(at)s AND ends_at > %(at)s
 
 -- name: renotify_candidates
-SELECT a.*, f.name AS feature
-FROM alerts a JOIN features f ON f.id = a.feature_id
-WHERE a.state = 'open' AND a.acknowledged_at IS NULL
-  AND (%(organization_id)s::uuid IS NULL OR a.organization_id = %(organization_id)s::uuid)
+-- Open, unacknowledged alerts last notified before `due_before` (the shortest renotify).
+SELECT a.id, a.feature_id, a.rule, a.opened_at, a.last_notified_at
+FROM alerts a
+WHERE a.organization_id = %(organization_id)s AND a.state = 'open'
+  AND a.acknowledged_at IS NULL
+  AND coalesce(a.last_notified_at, a.opened_at) <= %(due_before)s
 
 -- name: max_alert_seq
 SELECT coalesce(max(seq), 0) AS seq FROM alert_transitions
