@@ -14,6 +14,7 @@ import contextlib
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -91,6 +92,30 @@ class MetricsHub:
         self.interval_s = interval_s
         self.groups: dict[tuple[uuid.UUID, timedelta], _Group] = {}
         self.computations = 0  # queries run: the same for 1 or 1,000 watchers
+        # Every feature's figures per (organization, window), computed at most once per
+        # interval however many lists ask: (when computed, the computation).
+        self.snapshots: dict[tuple[uuid.UUID, timedelta], tuple[float, asyncio.Future[Any]]] = {}
+
+    async def snapshot(self, org_id: uuid.UUID, window: timedelta) -> list[dict[str, Any]]:
+        """Every feature's current figures, at most ``interval_s`` old (their ``as_of``
+        says when): concurrent callers share one computation."""
+        loop = asyncio.get_running_loop()
+        key, now = (org_id, window), loop.time()
+        found = self.snapshots.get(key)
+        if found is None or now - found[0] >= self.interval_s or _failed(found[1]):
+            for old in [
+                k for k, (at, _) in self.snapshots.items() if now - at > 10 * self.interval_s
+            ]:
+                del self.snapshots[old]
+            found = (now, asyncio.ensure_future(self._current(org_id, window)))
+            self.snapshots[key] = found
+        items: list[dict[str, Any]] = await asyncio.shield(found[1])
+        return items
+
+    async def _current(self, org_id: uuid.UUID, window: timedelta) -> list[dict[str, Any]]:
+        self.computations += 1
+        async with self.pool.connection() as conn:
+            return await metrics.current(conn, metrics.Query(org_id), window)
 
     def watch(self, org_id: uuid.UUID, window: timedelta, feature_id: uuid.UUID | None) -> Watcher:
         key = (org_id, window)
@@ -121,6 +146,10 @@ class MetricsHub:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _failed(computation: asyncio.Future[Any]) -> bool:
+    return computation.done() and (computation.cancelled() or computation.exception() is not None)
 
 
 def ws_frame(data: bytes) -> bytes:

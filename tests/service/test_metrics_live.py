@@ -197,3 +197,34 @@ def test_many_subscribers_cost_one_computation(
         assert crowd <= alone + 10, (alone, crowd)
 
     asyncio.run(scenario())
+
+
+def test_feature_lists_share_one_computation_per_interval(
+    database_url: str, servers: Servers
+) -> None:
+    config = service_config(database_url, servers.redis_url, metrics_interval_s=60)
+    issued = admin.create_organization(database_url, "acme")
+    app = create_app(config)
+    with serving(app) as url:
+        state: AppState = app.state.minerva
+        headers = {"Authorization": f"Bearer {issued.token}"}
+        with httpx.Client(base_url=url + "/api/platform/ai-management", headers=headers) as http:
+            create_feature(http, "tagger")
+            post_logs(http, calls("tagger", 2))
+            before = state.metrics.computations
+
+            def listed() -> list[dict[str, Any]]:
+                response = http.get("/features", params={"include_metrics": "true"})
+                assert response.status_code == 200, response.text
+                return list(response.json()["data"])
+
+            answers = [listed() for _ in range(20)]
+            assert state.metrics.computations == before + 1
+            assert {a[0]["metrics"]["as_of"] for a in answers} == {
+                answers[0][0]["metrics"]["as_of"]
+            }
+            assert answers[0][0]["metrics"]["requests"] == 2
+            # a feature created since the snapshot gets figures of its own at once
+            create_feature(http, "summary")
+            fresh = {f["name"]: f["metrics"] for f in listed()}
+            assert fresh["summary"] is not None and fresh["summary"]["requests"] == 0

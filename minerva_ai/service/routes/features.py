@@ -40,14 +40,19 @@ Window = Annotated[
 async def with_metrics(
     state: AppState, principal: Principal, rows: list[dict[str, Any]], window: str
 ) -> list[dict[str, Any]]:
-    """The features with their current metrics, all from one query (the plan's batch)."""
+    """The features with their current metrics: every feature's, computed in one query
+    at most once per MINERVA_METRICS_INTERVAL per instance however many lists ask (the
+    plan's batch; each item's `as_of` says when)."""
     span = metrics.parse_span(window, "window", state.config.metrics_retention)
     if not rows:
         return rows
-    query = metrics.Query(principal.organization_id, [r["id"] for r in rows])
-    async with state.pool.connection() as conn:
-        found = await metrics.current(conn, query, span)
+    found = await state.metrics.snapshot(principal.organization_id, span)
     by_id = {item["feature_id"]: item for item in found}
+    newer = [row["id"] for row in rows if row["id"] not in by_id]
+    if newer:  # created since the snapshot: computed now
+        async with state.pool.connection() as conn:
+            query = metrics.Query(principal.organization_id, newer)
+            by_id.update((i["feature_id"], i) for i in await metrics.current(conn, query, span))
     return [{**row, "metrics": by_id.get(row["id"])} for row in rows]
 
 
