@@ -161,6 +161,7 @@ def rollup_params(dbs: Databases, feature_ids: list[uuid.UUID], window: str) -> 
         "step": span,
         "include_tests": False,
         "by_model": False,
+        "histograms": True,  # since 95783bf; ignored by the query before it
     }
 
 
