@@ -129,8 +129,9 @@ def features_list(
     """List the organization's features, by name.
 
     --with-metrics adds HEALTH (the health score, 0-100), TREND (up, down or flat against
-    the window before) and HEALTH STATUS (healthy, warning, error, or no_data without
-    requests in the window); -o json adds each feature's metrics object.
+    the window before), HEALTH STATUS (healthy, warning, error, or no_data without
+    requests in the window; an open critical alert makes it error, a warning one at least
+    warning) and ALERTS (open alerts); -o json adds each feature's metrics object.
     """
     client = state.client()
     render_list(

@@ -124,9 +124,9 @@ LIST_METRICS_COLUMNS = [
     Column("metrics.health_score", "HEALTH", render=PERCENT),
     Column("metrics.trend", "TREND"),
     Column("metrics.status", "HEALTH STATUS", styles=STATUS_STYLES),
+    Column("metrics.open_alerts", "ALERTS"),
 ]
-# `features top`: a row per feature. ALERTS counts open alerts once the service reports
-# them (`open_alerts` in a feature's metrics, from the alerts issue on); "-" until then.
+# `features top`: a row per feature; ALERTS counts its open alerts.
 TOP_COLUMNS = [
     Column("feature", "FEATURE"),
     Column("status", "STATUS", styles=STATUS_STYLES),

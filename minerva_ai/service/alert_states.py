@@ -189,12 +189,11 @@ def step(
         started = before.breaching_since if before.state == PENDING else None
         started = started or now
         state = replace(state, breaching_since=started, severity=severity)
-        if now - started >= rule.for_:
-            if before.alert_open:  # back from no data or an error, its alert still open
-                move(FIRING, "breach")
-            else:
-                move(FIRING, "breach", opens=True, notifies="alert.firing")
-                state = replace(state, alert_open=True)
+        if before.alert_open:  # back from no data or an error, its alert still open
+            move(FIRING, "breach")
+        elif now - started >= rule.for_:
+            move(FIRING, "breach", opens=True, notifies="alert.firing")
+            state = replace(state, alert_open=True)
         elif before.state != PENDING:
             move(PENDING, "breach")
         return state, changes

@@ -9,6 +9,7 @@ are fenced, ``jobs.Lease``); acknowledge and resolve take the same lock.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
@@ -32,10 +33,12 @@ from minerva_ai.service.alert_states import (
 )
 from minerva_ai.service.db import Row, queries
 from minerva_ai.service.errors import ApiError
+from minerva_ai.service.jobs import Fenced
 from minerva_ai.service.locks import Lock
 from minerva_ai.service.principal import Principal
 from minerva_ai.service.responses import dumps
 
+log = logging.getLogger("minerva_ai.service.alerts")
 Conn = AsyncConnection[Row]
 Fence = Callable[[Conn], Awaitable[None]]
 EVALUATOR = "evaluator"
@@ -129,18 +132,25 @@ async def targets(
             {"organization_id": organization_id, "feature_id": feature_id},
         )
     ).fetchall()
-    return [
-        Target(
-            row["organization_id"],
-            row["feature_id"],
-            row["feature"],
-            row["feature_status"],
-            row["settings_version"],
-            Rule.from_settings(rule),
-        )
-        for row in rows
-        for rule in row["rules"]
-    ]
+    found = []
+    for row in rows:
+        for rule in row["rules"]:
+            try:
+                parsed = Rule.from_settings(rule)
+            except Exception as exc:  # stored before a check existed: skip it, say so
+                log.warning("alert rule of feature %s skipped: %s", row["feature_id"], exc)
+                continue
+            found.append(
+                Target(
+                    row["organization_id"],
+                    row["feature_id"],
+                    row["feature"],
+                    row["feature_status"],
+                    row["settings_version"],
+                    parsed,
+                )
+            )
+    return found
 
 
 async def observe(
@@ -365,10 +375,10 @@ async def evaluate(
     """One cycle: every rule judged, each change recorded; returns the organizations that
     got new transitions (to tell their followers).
 
-    Each organization's states are read and written under its commit lock, the one that
-    acknowledge and resolve take, so a rule resolved by hand meanwhile is judged from its
-    new state, never from a stale copy."""
-    now = now or datetime.now(UTC)
+    Each organization is judged at the time its turn comes (or at ``now``), its states
+    read and written under its commit lock, the one that acknowledge and resolve take, so
+    a rule resolved by hand meanwhile is judged from its new state, never from a stale
+    copy; an organization whose evaluation fails is logged and the others go on."""
     by_org: dict[uuid.UUID, list[Target]] = defaultdict(list)
     for target in await targets(conn, organization_id):
         by_org[target.organization_id].append(target)
@@ -376,31 +386,45 @@ async def evaluate(
         by_org.setdefault(kept["organization_id"], [])  # all its rules gone: close what is open
     changed: list[uuid.UUID] = []
     for org_id, org_targets in by_org.items():
-        enabled = [t for t in org_targets if t.rule.enabled]
-        seen = await observe(conn, org_id, enabled, now) if enabled else {}
-        async with conn.transaction():
-            await fence(conn)
-            recorder = await Recorder.start(conn, org_id, now, EVALUATOR)
-            states = {(r["feature_id"], r["rule"]): r for r in await _states(conn, org_id)}
-            for target in enabled:
-                key = (target.feature_id, target.rule.name)
-                row = states.pop(key, None)
-                after, changes = step(
-                    target.rule, state_of(row), seen.get(key, Observation(None, 0)), now
-                )
-                alert_id = row["alert_id"] if row else None
-                if changes or (row is not None and _moved(row, after, target)):
-                    for change in changes:
-                        alert_id = await recorder.record(target, change, alert_id)
-                    await recorder.save_state(target, after, alert_id)
-            for left in states.values():  # rules disabled or deleted
-                await _retire(recorder, left, _gone_target(left, org_targets))
-            renotify = await _due_renotifications(conn, org_id, org_targets, now)
-            for alert, status in renotify:
-                await recorder.notify(alert["id"], "alert.renotify", None, status)
-        if recorder.written or renotify:
-            changed.append(org_id)
+        try:
+            if await _evaluate_organization(conn, org_id, org_targets, now, fence):
+                changed.append(org_id)
+        except Fenced:
+            raise
+        except Exception as exc:  # one organization's failure is not the others'
+            log.warning("alert evaluation of organization %s failed: %s", org_id, exc)
     return changed
+
+
+async def _evaluate_organization(
+    conn: Conn, org_id: uuid.UUID, org_targets: list[Target], fixed: datetime | None, fence: Fence
+) -> bool:
+    """Judge one organization's rules (at its own time unless ``fixed``) and record the
+    changes; whether any transition or notification was written."""
+    now = fixed or datetime.now(UTC)
+    enabled = [t for t in org_targets if t.rule.enabled]
+    seen = await observe(conn, org_id, enabled, now) if enabled else {}
+    async with conn.transaction():
+        await fence(conn)
+        recorder = await Recorder.start(conn, org_id, now, EVALUATOR)
+        states = {(r["feature_id"], r["rule"]): r for r in await _states(conn, org_id)}
+        for target in enabled:
+            key = (target.feature_id, target.rule.name)
+            row = states.pop(key, None)
+            after, changes = step(
+                target.rule, state_of(row), seen.get(key, Observation(None, 0)), now
+            )
+            alert_id = row["alert_id"] if row else None
+            if changes or (row is not None and _moved(row, after, target)):
+                for change in changes:
+                    alert_id = await recorder.record(target, change, alert_id)
+                await recorder.save_state(target, after, alert_id)
+        for left in states.values():  # rules disabled or deleted
+            await _retire(recorder, left, _gone_target(left, org_targets))
+        renotify = await _due_renotifications(conn, org_id, org_targets, now)
+        for alert, status in renotify:
+            await recorder.notify(alert["id"], "alert.renotify", None, status)
+    return bool(recorder.written or renotify)
 
 
 async def _states(conn: Conn, organization_id: uuid.UUID | None) -> list[Row]:
@@ -537,10 +561,11 @@ async def resolve(conn: Conn, principal: Principal, alert_id: str, note: str | N
             alert["rule"]
         )
         before = state_of(row)
+        breaching = before.state in (FIRING, PENDING)
         change = Change(
             "resolve",
             before.state,
-            PENDING if before.state == FIRING else before.state,
+            PENDING if breaching else before.state,
             alert["severity"],
             alert["value"],
             alert["threshold"],
@@ -550,7 +575,7 @@ async def resolve(conn: Conn, principal: Principal, alert_id: str, note: str | N
         )
         await recorder.record(target, change, alert["id"], note)
         after = replace(before, alert_open=False)
-        if before.state == FIRING:
+        if breaching:  # its `for` counts again from now
             after = replace(after, state=PENDING, since=now, breaching_since=now)
         if row is not None:
             await recorder.save_state(target, after, None)

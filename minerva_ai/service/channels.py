@@ -15,7 +15,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from weakref import WeakKeyDictionary
 
@@ -25,7 +25,7 @@ from minerva_ai.service.bus import Subscription
 from minerva_ai.service.deps import AppState
 from minerva_ai.service.errors import ApiError
 from minerva_ai.service.log_follow import FollowHub, Overflow
-from minerva_ai.service.metrics_live import Watcher, ws_frame
+from minerva_ai.service.metrics_live import ws_frame
 from minerva_ai.service.principal import Principal
 from minerva_ai.service.responses import dumps
 
@@ -232,14 +232,15 @@ async def subscribe_metrics(request: Subscribe) -> None:
     except ApiError as exc:
         request.socket.error("bad_message", exc.message)
         return
+    request.start(_metrics_pump(request, span), window=metrics.span_text(span))
+
+
+async def _metrics_pump(request: Subscribe, span: timedelta) -> None:
     feature = request.feature
-    watcher = state.metrics.watch(
+    # Watching starts here, in the pump: a pump cancelled before it runs leaves no watcher.
+    watcher = request.socket.state.metrics.watch(
         request.principal.organization_id, span, feature["id"] if feature else None
     )
-    request.start(_metrics_pump(request, watcher), window=metrics.span_text(span))
-
-
-async def _metrics_pump(request: Subscribe, watcher: Watcher) -> None:
     try:
         while True:
             await request.socket.put(ws_frame(await watcher.next()))
@@ -257,13 +258,19 @@ ALERT_POLL_S = 2.0  # a safety net: a notice lost with a Redis restart costs sec
 async def subscribe_alerts(request: Subscribe) -> None:
     socket, org_id = request.socket, request.principal.organization_id
     after = request.data.get("after")
-    if after is not None and not (isinstance(after, str) and after.isdigit() and len(after) < 19):
+    if after is not None and not (
+        isinstance(after, str) and after.isascii() and after.isdigit() and len(after) < 19
+    ):
         socket.error("bad_message", f"`after` {after!r} is not a transition cursor")
         return
-    notices = socket.state.bus.subscribe(alerts.TOPIC.format(organization_id=org_id), 100)
     if after is None:
-        async with socket.state.pool.connection() as conn:
-            after = str(await alerts.current_cursor(conn, org_id))
+        try:
+            async with socket.state.pool.connection() as conn:
+                after = str(await alerts.current_cursor(conn, org_id))
+        except Exception as exc:
+            socket.error("follow_failed", f"reading alerts failed ({exc}); subscribe again")
+            return
+    notices = socket.state.bus.subscribe(alerts.TOPIC.format(organization_id=org_id), 100)
     request.start(_alerts_pump(request, notices, int(after)), after=after)
 
 

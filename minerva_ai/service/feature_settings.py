@@ -212,8 +212,17 @@ def _seconds(duration: str) -> int:
     return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[duration[-1]]
 
 
+MAX_RULE_SPAN_S = 90 * 86400  # a rule's window, for, keep_firing_for and renotify: 90 days
+
+
 def _rule_checks(where: str, rule: dict[str, Any], alert_interval_s: float) -> list[Problem]:
     problems: list[Problem] = []
+    for name in ("window", "for", "keep_firing_for", "renotify"):
+        value = rule.get(name)
+        if value and value != "0" and _seconds(value) > MAX_RULE_SPAN_S:
+            problems.append({"field": f"{where}.{name}", "message": "at most 90d"})
+    if problems:
+        return problems
     if _seconds(rule["window"]) % 60:
         problems.append(
             {"field": f"{where}.window", "message": "must be whole minutes (e.g. 5m, 1h, 1d)"}

@@ -336,11 +336,12 @@ def _points(
     step: timedelta,
     now: datetime,
     slo: dict[str, float],
+    until: datetime,
 ) -> list[dict[str, Any]]:
     points: list[dict[str, Any]] = []
     previous: float | None = None
     for i, start in enumerate(starts):
-        covered = min(start + step, now) - start
+        covered = min(start + step, until, now) - start
         numbers = figures(rollup.get((feature_id, model, start)), covered.total_seconds() / 60, slo)
         if i > 0:  # the first step is read only for the second's trend
             points.append(
@@ -359,7 +360,7 @@ def series_bounds(
     since: datetime | None, until: datetime | None, step: timedelta, now: datetime
 ) -> tuple[datetime, datetime]:
     """The series' first step start and its end, checked: 400 naming the parameter."""
-    end = until or now
+    end = minute_floor(until) if until is not None else now
     start = minute_floor(since) if since is not None else minute_floor(end) - timedelta(hours=1)
     if start >= end:
         raise ApiError(
@@ -397,14 +398,14 @@ async def series(
         "step": span_text(step),
         "since": since,
         "until": until,
-        "points": _points(rollup, fid, None, starts, step, now, slo),
+        "points": _points(rollup, fid, None, starts, step, now, slo, until),
     }
     if query.by_model:
         by_model = await _rollup(conn, query, first, until, step)
         out["models"] = [
             {
                 "model": model or None,
-                "points": _points(by_model, fid, model, starts, step, now, slo),
+                "points": _points(by_model, fid, model, starts, step, now, slo, until),
             }
             for model in _models(by_model, fid)
         ]

@@ -145,11 +145,11 @@ def test_list_with_metrics_adds_health_trend_and_status_words(
 
     assert result.exit_code == 0, result.stderr
     rows = {line.split("\t")[0]: line.split("\t") for line in result.stdout.splitlines()}
-    assert len(rows["tagger"]) == len(plain.stdout.splitlines()[0].split("\t")) + 3
-    health, trend, status = rows["tagger"][-3:]
+    assert len(rows["tagger"]) == len(plain.stdout.splitlines()[0].split("\t")) + 4
+    health, trend, status, open_alerts = rows["tagger"][-4:]
     assert float(health) > 0 and status in ("healthy", "warning", "error")
-    assert trend == "up"
-    assert (rows["idle"][-3], rows["idle"][-1]) == ("", "no_data")
+    assert trend == "up" and open_alerts == "0"
+    assert (rows["idle"][-4], rows["idle"][-2]) == ("", "no_data")
 
     as_json = json.loads(run("features", "list", "--with-metrics", "-o", "json").stdout)
     metrics = {f["name"]: f["metrics"] for f in as_json}

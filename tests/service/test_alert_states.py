@@ -119,6 +119,9 @@ def test_back_from_no_data_still_breaching_fires_without_a_second_alert() -> Non
     state, changes = run(rule(), [9, None, 9])
     assert events(changes)[2] == ["breach:no_data>firing"]
     assert not changes[2][0].opens and state.alert_open
+    # with `for`, too: its alert fired already, so there is nothing to wait for
+    state, changes = run(rule(**{"for": "30s"}), [9, 9, 9, None, 9])
+    assert events(changes)[4] == ["breach:no_data>firing"] and state.alert_open
 
 
 @pytest.mark.parametrize(

@@ -280,8 +280,11 @@ def test_the_alerts_channel_resumes_by_cursor(alerting: Alerting) -> None:
             seen = [await expect(ws, "alert"), await expect(ws, "alert")]
             assert [m["transition"]["event"] for m in seen] == ["breach", "recover"]
             assert seen[0]["cursor"] == first
-            await send(ws, "subscribe", channel="alerts", after="x1")
-            assert (await expect(ws, "error"))["code"] == "bad_message"
+            for bad in ("x1", "²"):  # "²".isdigit(), yet no cursor
+                await send(ws, "subscribe", channel="alerts", after=bad)
+                assert (await expect(ws, "error"))["code"] == "bad_message"
+            await send(ws, "ping")
+            await expect(ws, "pong")  # the session lives on
 
     asyncio.run(scenario())
     polled = alerting.http.get("/alerts/transitions", params={"after": "0"}).json()
@@ -315,6 +318,8 @@ def test_an_open_alert_sets_the_features_status(alerting: Alerting) -> None:
         ({"threshold": 101}, "threshold", "percent"),
         ({"warning_threshold": -1, "operator": "<"}, "warning_threshold", "percent"),
         ({"metric": "p95_ms", "threshold": -5}, "threshold", "not negative"),
+        ({"window": "99999999999d"}, "window", "at most 90d"),
+        ({"renotify": "100d"}, "renotify", "at most 90d"),
     ],
 )
 def test_bad_rules_name_the_field(

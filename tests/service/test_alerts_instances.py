@@ -1,11 +1,15 @@
-"""Two service instances and a breaching rule: one evaluator at a time, so one alert and
-one transition row per transition; kill -9 the evaluating instance mid-breach, and the
-other takes over and resolves the alert once when traffic recovers."""
+"""Two service instances and a breaching rule: one evaluator at a time, so one alert, one
+transition row per transition and one webhook-id per transition at a loopback receiver;
+kill -9 the evaluating instance mid-breach, and the other takes over and resolves the
+alert once when traffic recovers."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,28 @@ def rows(database_url: str, statement: str) -> list[tuple[Any, ...]]:
         return conn.execute(statement).fetchall()  # type: ignore[arg-type]
 
 
+class Receiver:
+    """A loopback webhook receiver: the (webhook-id, type) of every delivery it gets."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, str]] = []
+        received = self.got
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                received.append((self.headers["webhook-id"], json.loads(body)["type"]))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *values: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
 def evaluator(database_url: str) -> dict[str, Any] | None:
     jobs = {j["name"]: j for j in admin.job_status(database_url)}
     job = jobs.get("alert-evaluation")
@@ -48,7 +74,10 @@ def test_one_alert_across_instances_and_a_killed_evaluator(
         "MINERVA_JOB_LEASE": "2",
         "MINERVA_ALERT_INTERVAL": "0.5",
         "MINERVA_SECRET_KEY": "w1Sw0tKx3Jm0bTqvnF8gq4kUj2yq9p3r5W8cX6dZ7aE=",
+        "MINERVA_WEBHOOK_ALLOW": "127.0.0.1",
+        "MINERVA_WEBHOOK_INTERVAL": "0.2",
     }
+    receiver = Receiver()
     issued = admin.create_organization(database_url, "acme")
     headers = {"Authorization": f"Bearer {issued.token}"}
     with server_processes(tmp_path) as start:
@@ -57,6 +86,8 @@ def test_one_alert_across_instances_and_a_killed_evaluator(
             instance.wait_serving()
         with httpx.Client(base_url=instances[0].url + API_PREFIX, headers=headers) as http:
             assert http.post("/features", json={"name": "tagger"}).status_code == 201
+            hook = {"name": "receiver", "url": receiver.url}
+            assert http.post("/webhooks", json=hook).status_code == 201
             # the calls first: no evaluation sees the rule without them (no data)
             assert http.post("/logs", json=calls("error", 10)).status_code == 200
             settings = {"version": 1, "settings": {"monitoring": {"alert_rules": [RULE]}}}

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import APIRouter, Query
 from starlette.responses import StreamingResponse
@@ -20,7 +21,7 @@ from minerva_ai.service import logs, metrics, store
 from minerva_ai.service.apidoc import answers
 from minerva_ai.service.deps import AppState, Principal, Reader, StateDep
 from minerva_ai.service.errors import ApiError
-from minerva_ai.service.metrics_live import Watcher, sse_frame
+from minerva_ai.service.metrics_live import sse_frame
 from minerva_ai.service.responses import JSONResponse, ok
 from minerva_ai.service.routes.features import Window
 from minerva_ai.service.routes.logs import Time
@@ -127,11 +128,15 @@ async def metrics_series(
         return ok(await metrics.series(conn, query, start, end, span))
 
 
-async def _stream(state: AppState, principal: Principal, watcher: Watcher) -> StreamingResponse:
-    """`metrics_update` events from ``watcher`` until the client leaves, the server stops
-    or the token is revoked; a heartbeat comment while nothing comes."""
+async def _stream(
+    state: AppState, principal: Principal, span: timedelta, feature_id: UUID | None
+) -> StreamingResponse:
+    """`metrics_update` events until the client leaves, the server stops or the token is
+    revoked; a heartbeat comment while nothing comes."""
 
     async def events() -> AsyncIterator[bytes]:
+        # Watching starts with the body: a response never sent leaves no watcher behind.
+        watcher = state.metrics.watch(principal.organization_id, span, feature_id)
         stopping = asyncio.ensure_future(state.stopping.wait())
         revoked = asyncio.Event()
         unwatch = state.live.watch(principal.token_id, revoked.set)
@@ -181,8 +186,7 @@ async def metrics_stream(
     span = metrics.parse_span(window, "window", state.config.metrics_retention)
     async with state.pool.connection() as conn:
         row = await store.get_feature(conn, principal.organization_id, feature)
-    watcher = state.metrics.watch(principal.organization_id, span, row["id"])
-    return await _stream(state, principal, watcher)
+    return await _stream(state, principal, span, row["id"])
 
 
 @router.get(
@@ -195,5 +199,4 @@ async def metrics_stream_all(
 ) -> StreamingResponse:
     """Server-sent events: `metrics_update` with every feature's current metrics."""
     span = metrics.parse_span(window, "window", state.config.metrics_retention)
-    watcher = state.metrics.watch(principal.organization_id, span, None)
-    return await _stream(state, principal, watcher)
+    return await _stream(state, principal, span, None)

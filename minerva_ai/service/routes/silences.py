@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -54,7 +54,7 @@ async def silences_create(state: StateDep, principal: Writer, body: SilenceCreat
         raise _unprocessable("ends_at", "needs an offset (Z or +HH:MM)")
     if ends <= max(starts, now):
         raise _unprocessable("ends_at", "must be after starts_at and in the future")
-    if (ends - starts).days > MAX_SILENCE_DAYS:
+    if ends - starts > timedelta(days=MAX_SILENCE_DAYS):
         raise _unprocessable("ends_at", f"a silence lasts at most {MAX_SILENCE_DAYS} days")
     async with state.pool.connection() as conn:
         feature = None
