@@ -166,7 +166,8 @@ run load-test --scenario examples/scenarios/journey.yaml --users 20 --duration 8
 cat <<TXT
 
 The demo service keeps running at http://127.0.0.1:$DEMO_PORT with its data in $MINERVA_HOME,
-and a traffic generator writes logs to it for an hour (log: $TRAFFIC_LOG).
+and a traffic generator writes logs to it for an hour (log: $TRAFFIC_LOG); a webhook
+receiver prints the alerts it is sent (log: $RECEIVER_LOG).
 Use it from this shell with:
     export MINERVA_CONFIG_DIR=$MINERVA_CONFIG_DIR MINERVA_PROFILE=local
     $CLI features list
@@ -174,5 +175,5 @@ Use it from this shell with:
     $CLI logs tail -f                 # live logs; Ctrl-C to stop
     $CLI logs tail -f --level warn+   # only warnings and worse
     $CLI alerts watch                 # alert transitions, live
-Stop both with:  make demo-stop
+Stop them all with:  make demo-stop
 TXT
