@@ -99,6 +99,17 @@ def frame(kind: str, data: dict[str, Any]) -> bytes:
     return dumps({"type": kind, "data": data})
 
 
+def _follow_failed(socket: Socket, channel: str, last: int, exc: Exception) -> None:
+    """A resumable subscription ended on a database error: say where to resume."""
+    log.warning("%s subscription ended: %s", channel, exc)
+    socket.error(
+        "follow_failed",
+        f"reading {channel} failed; subscribe again with `after` = cursor",
+        channel=channel,
+        cursor=str(last),
+    )
+
+
 # settings: each new version of a feature's settings, on every instance
 
 
@@ -209,13 +220,7 @@ async def _logs_pump(
         overflow = {"channel": "logs", "feature_id": feature_id, "cursor": str(last)}
         await socket.put(frame("overflow", overflow))
     except Exception as exc:  # the database failed us: say so, with where to resume
-        log.warning("logs subscription ended: %s", exc)
-        socket.error(
-            "follow_failed",
-            "reading logs failed; subscribe again with `after` = cursor",
-            channel="logs",
-            cursor=str(last),
-        )
+        _follow_failed(socket, "logs", last, exc)
 
 
 # metrics: a feature's current metrics (or every feature's), every few seconds
@@ -304,12 +309,6 @@ async def _alerts_pump(request: Subscribe, notices: Subscription, after: int) ->
                 await asyncio.wait_for(notices.get(), ALERT_POLL_S)
             notices.reset()
     except Exception as exc:  # the database failed us: say so, with where to resume
-        log.warning("alerts subscription ended: %s", exc)
-        socket.error(
-            "follow_failed",
-            "reading alerts failed; subscribe again with `after` = cursor",
-            channel="alerts",
-            cursor=str(last),
-        )
+        _follow_failed(socket, "alerts", last, exc)
     finally:
         notices.close()

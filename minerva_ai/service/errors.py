@@ -60,6 +60,13 @@ def refuse_nul(value: str | None, field: str) -> None:
         )
 
 
+def bad_query(name: str, message: str, problem: str) -> ApiError:
+    """400 for a query parameter: ``message`` for people, ``problem`` beside its name."""
+    return ApiError(
+        400, message, "bad_request", [{"field": f"query parameter {name}", "message": problem}]
+    )
+
+
 def not_found(what: str) -> ApiError:
     return ApiError(404, f"{what} not found")
 

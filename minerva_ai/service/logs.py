@@ -23,7 +23,7 @@ from minerva_ai.core import loglevels, logregex
 from minerva_ai.core.errors import UsageError
 from minerva_ai.service import store
 from minerva_ai.service.db import Row, queries
-from minerva_ai.service.errors import ApiError, refuse_nul
+from minerva_ai.service.errors import ApiError, bad_query, refuse_nul
 from minerva_ai.service.locks import Lock
 from minerva_ai.service.log_entries import FIELDS, Rejected, validate_entry
 from minerva_ai.service.metrics import LATENCY_BOUNDS
@@ -261,12 +261,7 @@ def parse_cursor(value: str | None, name: str) -> int | None:
     if value is None:
         return None
     if not (value.isascii() and value.isdigit()) or len(value) > 18:
-        raise ApiError(
-            400,
-            f"{name} {value!r} is not a log cursor",
-            "bad_request",
-            [{"field": f"query parameter {name}", "message": "not a log cursor"}],
-        )
+        raise bad_query(name, f"{name} {value!r} is not a log cursor", "not a log cursor")
     return int(value)
 
 
@@ -282,12 +277,8 @@ def parse_query_time(value: str | None, name: str) -> datetime | None:
     except (ValueError, OverflowError):
         pass
     if moment is None:
-        raise ApiError(
-            400,
-            f"{name} {value!r} must be an ISO 8601 time with an offset",
-            "bad_request",
-            [{"field": f"query parameter {name}", "message": "ISO 8601 with offset"}],
-        )
+        message = f"{name} {value!r} must be an ISO 8601 time with an offset"
+        raise bad_query(name, message, "ISO 8601 with offset")
     return moment
 
 
@@ -317,12 +308,7 @@ async def log_filter(
             logregex.check(q)
     except UsageError as exc:
         name = "level" if level is not None and "level" in str(exc) else "q"
-        raise ApiError(
-            400,
-            str(exc),
-            "bad_request",
-            [{"field": f"query parameter {name}", "message": str(exc)}],
-        ) from None
+        raise bad_query(name, str(exc), str(exc)) from None
     return LogFilter(
         feature_id=feature_id,
         levels=levels,

@@ -18,7 +18,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from minerva_ai.service.db import Row, queries
-from minerva_ai.service.errors import ApiError
+from minerva_ai.service.errors import bad_query
 
 Conn = AsyncConnection[Row]
 
@@ -51,12 +51,7 @@ def parse_span(value: str, name: str, maximum: timedelta) -> timedelta:
         problem = f"at most {span_text(maximum)}"
     else:
         return timedelta(minutes=minutes)
-    raise ApiError(
-        400,
-        f"{name} {value!r} must be {problem}",
-        "bad_request",
-        [{"field": f"query parameter {name}", "message": problem}],
-    )
+    raise bad_query(name, f"{name} {value!r} must be {problem}", problem)
 
 
 def span_text(span: timedelta) -> str:
@@ -363,21 +358,14 @@ def series_bounds(
     end = minute_floor(until) if until is not None else now
     start = minute_floor(since) if since is not None else minute_floor(end) - timedelta(hours=1)
     if start >= end:
-        raise ApiError(
-            400,
-            "since must be before until",
-            "bad_request",
-            [{"field": "query parameter since", "message": "must be before until"}],
-        )
+        raise bad_query("since", "since must be before until", "must be before until")
     points = math.ceil((end - start) / step)
     if points > MAX_POINTS:
-        raise ApiError(
-            400,
+        message = (
             f"the series would have {points} points (at most {MAX_POINTS}): "
-            "use a larger step or a shorter range",
-            "bad_request",
-            [{"field": "query parameter step", "message": f"at most {MAX_POINTS} points"}],
+            "use a larger step or a shorter range"
         )
+        raise bad_query("step", message, f"at most {MAX_POINTS} points")
     return start, end
 
 

@@ -13,7 +13,7 @@ from psycopg.types.json import Json
 
 from minerva_ai.core.settings_diff import diff_settings
 from minerva_ai.service.db import Row, queries
-from minerva_ai.service.errors import ApiError, not_found
+from minerva_ai.service.errors import ApiError, bad_query, not_found
 from minerva_ai.service.feature_settings import empty_settings
 from minerva_ai.service.principal import Principal
 from minerva_ai.service.tokens import token_insert
@@ -45,12 +45,7 @@ def decode_cursor(cursor: str | None, key: str, kind: type[Any] = object) -> Any
 
 
 def bad_cursor() -> ApiError:
-    return ApiError(
-        400,
-        "cursor is not one this endpoint issued",
-        "bad_request",
-        [{"field": "query parameter cursor", "message": "malformed cursor"}],
-    )
+    return bad_query("cursor", "cursor is not one this endpoint issued", "malformed cursor")
 
 
 def as_uuid(ref: str) -> UUID | None:

@@ -23,7 +23,7 @@ from minerva_ai.service.alert_states import Observation, step
 from minerva_ai.service.apidoc import answers
 from minerva_ai.service.db import queries
 from minerva_ai.service.deps import AppState, Reader, StateDep, Writer
-from minerva_ai.service.errors import ApiError
+from minerva_ai.service.errors import ApiError, bad_query
 from minerva_ai.service.metrics import span_text
 from minerva_ai.service.responses import JSONResponse, ok, page
 from minerva_ai.service.schemas import Envelope, PageOf
@@ -33,12 +33,6 @@ Limit = Annotated[int, Query(ge=1, le=1000, description="items per page")]
 Severity = Literal["info", "warning", "critical"]
 
 
-def _bad_query(name: str, message: str, problem: str) -> ApiError:
-    return ApiError(
-        400, message, "bad_request", [{"field": f"query parameter {name}", "message": problem}]
-    )
-
-
 def _labels(label: list[str] | None) -> dict[str, str] | None:
     if not label:
         return None
@@ -46,7 +40,7 @@ def _labels(label: list[str] | None) -> dict[str, str] | None:
     for item in label:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise _bad_query("label", f"label {item!r} must be key=value", "key=value")
+            raise bad_query("label", f"label {item!r} must be key=value", "key=value")
         found[key] = value
     return found
 
@@ -71,7 +65,7 @@ async def alerts_list(
         before_opened = datetime.fromisoformat(position) if position else None
         before_uuid = uuid.UUID(before_id) if before_id else None
     except ValueError:
-        raise _bad_query("cursor", f"cursor {cursor!r} is not a page cursor", "malformed") from None
+        raise bad_query("cursor", f"cursor {cursor!r} is not a page cursor", "malformed") from None
     labels = _labels(label)
     async with state.pool.connection() as conn:
         feature_id = None
@@ -122,7 +116,7 @@ async def alerts_transitions(
     start = 0
     if after is not None:
         if not (after.isascii() and after.isdigit()) or len(after) > 18:
-            raise _bad_query(
+            raise bad_query(
                 "after", f"after {after!r} is not a transition cursor", "not a transition cursor"
             )
         start = int(after)

@@ -20,7 +20,7 @@ from starlette.responses import StreamingResponse
 from minerva_ai.service import logs, metrics, store
 from minerva_ai.service.apidoc import answers
 from minerva_ai.service.deps import AppState, Principal, Reader, StateDep
-from minerva_ai.service.errors import ApiError
+from minerva_ai.service.errors import bad_query
 from minerva_ai.service.metrics_live import sse_frame
 from minerva_ai.service.responses import JSONResponse, ok
 from minerva_ai.service.routes.features import Window
@@ -55,12 +55,7 @@ def _by_model(by: str | None) -> bool:
     if by is None:
         return False
     if by != "model":
-        raise ApiError(
-            400,
-            f"by {by!r} is not a split: use by=model",
-            "bad_request",
-            [{"field": "query parameter by", "message": "only `model`"}],
-        )
+        raise bad_query("by", f"by {by!r} is not a split: use by=model", "only `model`")
     return True
 
 
@@ -117,12 +112,8 @@ async def metrics_series(
     now = datetime.now(UTC)
     start, end = metrics.series_bounds(first, last, span, now)
     if start < metrics.minute_floor(now) - retention:
-        raise ApiError(
-            400,
-            f"since is past the metrics retention ({metrics.span_text(retention)})",
-            "bad_request",
-            [{"field": "query parameter since", "message": "past retention"}],
-        )
+        message = f"since is past the metrics retention ({metrics.span_text(retention)})"
+        raise bad_query("since", message, "past retention")
     query = await _feature_query(state, principal, feature, include_tests, by)
     async with state.pool.connection() as conn:
         return ok(await metrics.series(conn, query, start, end, span))
