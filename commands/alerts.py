@@ -538,7 +538,12 @@ def alerts_silence() -> None:
 @click.option("--rule", metavar="RULE", help="Only this rule's alerts.")
 @click.option("--severity", type=click.Choice(SEVERITIES), help="Only alerts of this severity.")
 @labels_option("Only alerts with this label (repeat: all of them).")
-@click.option("--duration", metavar="SPAN", help="For how long: 30m, 2h, 1d, 1h30m.")
+@click.option(
+    "--duration",
+    metavar="SPAN",
+    callback=parsed_by("minerva_ai.core.timeparse:parse_duration", keep=True),
+    help="For how long: 30m, 2h, 1d, 1h30m.",
+)
 @click.option(
     "--until",
     metavar="TIME",

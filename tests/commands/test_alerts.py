@@ -553,3 +553,9 @@ def test_watch_prints_each_transition_once_across_a_restart(
     assert [e["transition"]["event"] for e in printed][:3] == ["breach", "acknowledge", "resolve"]
     assert all(e["transition"]["id"] and e["alert"]["id"] for e in printed)
     assert "Traceback" not in watch.err()
+
+
+def test_a_bad_duration_names_its_flag() -> None:
+    args = ["alerts", "silence", "add", "tagger", "--duration", "soon", "--comment", "x"]
+    result = invoke(args, MINERVA_URL="http://127.0.0.1:9", MINERVA_TOKEN="t")
+    assert result.exit_code == 2 and "Invalid value for '--duration'" in result.stderr
