@@ -95,8 +95,8 @@ def server() -> None:
     "--root-path",
     default="",
     metavar="PATH",
-    help="The path prefix a proxy serves the API under, e.g. /minerva (requests may "
-    "arrive with or without it).",
+    help="The path prefix a proxy serves the API under and strips before passing requests "
+    "on, e.g. /minerva: the service's own links (the API document's server) carry it.",
 )
 @click.option(
     "--log-format",
