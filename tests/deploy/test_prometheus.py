@@ -120,3 +120,10 @@ def test_promtool_accepts_the_files_and_each_rule_fires_on_its_series() -> None:
         check=False,
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_the_operations_guide_lists_every_metric() -> None:
+    guide = (DEPLOY.parents[1] / "docs" / "deployment.md").read_text()
+    for family in {family.name for family in exported().values()}:
+        shown = family + "_total" if family + "_total" in exported() else family
+        assert f"`{shown}`" in guide, f"docs/deployment.md does not describe {shown}"
