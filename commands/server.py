@@ -36,6 +36,8 @@ def server() -> None:
     \b
     Exit codes of these commands:
       0  done (`start`: stopped cleanly by SIGTERM, SIGINT or SIGHUP)
+      1  `migrate --status`: the schema is not exactly the one this version
+         expects (migrations pending, or applied by a newer version)
       2  usage: a bad option, the port is taken, the database schema needs
          `minerva-ai server migrate`, an unknown organization, a duplicate name
       3  the home belongs to another running server (its pid is named); the
