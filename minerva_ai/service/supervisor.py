@@ -387,7 +387,10 @@ class Supervisor:
             _clear_stale_run(self.home, _graceful_timeout())
         port = probe_port(self.options.host, self.options.port)
         if self.metrics is not None:
-            self.metrics.port = probe_port(self.metrics.host, self.metrics.port)
+            try:
+                self.metrics.port = probe_port(self.metrics.host, self.metrics.port)
+            except UsageError as exc:
+                raise UsageError(f"--metrics-bind: {exc}") from None
         url = local_url(self.options.host, port)
         self._start_databases(url)
         assert self.database_url is not None and self.redis_url is not None

@@ -110,6 +110,10 @@ POOL_WAIT_SECONDS = Counter(
     "minerva_db_pool_wait_seconds",
     "Time requests spent waiting for a PostgreSQL connection.",
 )
+POOL_USAGE_SECONDS = Counter(
+    "minerva_db_pool_usage_seconds",
+    "Time PostgreSQL connections spent out of the pools, in use (its rate: connections busy).",
+)
 POOL_TIMEOUTS = Counter(
     "minerva_db_pool_timeouts",
     "Requests that got no PostgreSQL connection in time (answered 503).",
@@ -155,6 +159,20 @@ class Instrumented:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # labels() takes a lock and builds a key each time: keep the children it returns
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                HTTP_REQUESTS.labels(method, route, str(status)),
+                HTTP_DURATION.labels(method, route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -182,10 +200,7 @@ class Instrumented:
         finally:
             if stream is not None:
                 stream.dec()
-            route = _route(scope)
-            method = scope["method"]
-            HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            HTTP_DURATION.labels(method, route).observe(time.perf_counter() - started)
+            self._observe(scope["method"], _route(scope), status, time.perf_counter() - started)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         accepted = False
@@ -207,26 +222,28 @@ class Instrumented:
 # ---------------------------------------------------------------- PostgreSQL
 
 
-def _query_names() -> dict[int, str]:
-    return {id(query): name for name, query in queries().items()}
-
-
 class TimedConnection(AsyncConnection[Row]):
     """The pool's connections: each ``execute`` is timed under the named query it ran."""
 
-    _names: dict[int, str] | None = None
+    _names: dict[int, str] | None = None  # the identity of a (cached) query -> its name
+    _timers: dict[str, Any] = {}  # noqa: RUF012 (shared by every connection on purpose)
+
+    @classmethod
+    def _timer(cls, query: object) -> Any:
+        if cls._names is None:
+            cls._names = {id(sql): name for name, sql in queries().items()}
+        name = cls._names.get(id(query), "other")
+        timer = cls._timers.get(name)
+        if timer is None:  # created on first use: no empty series for queries never run
+            timer = cls._timers[name] = DB_QUERY_DURATION.labels(name)
+        return timer
 
     async def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-        names = TimedConnection._names
-        if names is None:
-            names = TimedConnection._names = _query_names()
         started = time.perf_counter()
         try:
             return await super().execute(query, *args, **kwargs)
         finally:
-            DB_QUERY_DURATION.labels(names.get(id(query), "other")).observe(
-                time.perf_counter() - started
-            )
+            self._timer(query).observe(time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------- what is sampled
@@ -242,6 +259,7 @@ def sample_pool(pool: AsyncConnectionPool[Any]) -> None:
     POOL_WAITS.inc(stats.get("requests_queued", 0))
     POOL_WAIT_SECONDS.inc(stats.get("requests_wait_ms", 0) / 1000)
     POOL_TIMEOUTS.inc(stats.get("requests_errors", 0))
+    POOL_USAGE_SECONDS.inc(stats.get("usage_ms", 0) / 1000)
 
 
 @contextlib.asynccontextmanager

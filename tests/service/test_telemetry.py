@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -173,6 +174,7 @@ def test_metrics_move_with_real_traffic_and_stay_off_the_public_port(
                 )
                 assert value(open_now, "minerva_redis_up") == 1
                 assert value(open_now, "minerva_db_pool_connections", state="open") >= 2
+                assert value(open_now, "minerva_db_pool_usage_seconds_total") > 0
         scrape_when(
             metrics,
             lambda s: (
@@ -205,3 +207,14 @@ def test_the_metrics_port_may_not_be_the_public_port(home: Path) -> None:
     done = run_cli("server", "start", "--port", "8799", "--metrics-bind", "127.0.0.1:8799")
     assert done.returncode == 2
     assert "--metrics-bind" in done.stderr and "public port" in done.stderr
+
+
+def test_a_taken_metrics_port_is_a_usage_error_naming_the_option(home: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_cli("server", "start", "--port", "0", "--metrics-bind", f"127.0.0.1:{port}")
+    assert done.returncode == 2
+    assert f"--metrics-bind: cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
