@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -218,3 +221,43 @@ def test_a_taken_metrics_port_is_a_usage_error_naming_the_option(home: Path) -> 
     assert done.returncode == 2
     assert f"--metrics-bind: cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_a_replaced_worker_is_forgotten_by_the_live_gauges(
+    home: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    server = start_server("--workers", "2", "--metrics-bind", "127.0.0.1:0")
+    url = server.wait_serving()
+    metrics = metrics_url(server)
+    started = time.monotonic()
+    token = profile_store.load_config().profiles["local"].token
+    workers = wait_until(
+        lambda: json.loads((home / "run.json").read_text())["worker_pids"], 30, "worker pids"
+    )
+    ws_url = url.replace("http://", "ws://") + f"{API_PREFIX}/websocket"
+    headers = {"Authorization": f"Bearer {token}"}
+    with connect(ws_url, additional_headers=headers, open_timeout=15) as ws:
+        assert json.loads(ws.recv(timeout=15))["type"] == "authenticated"
+        scrape_when(metrics, lambda s: value(s, "minerva_websocket_clients") == 1, "one client")
+        # A worker that dies in its first 10 s stops the service (a crash loop): wait that out.
+        wait_until(lambda: time.monotonic() - started > 11, 30, "the workers to be 11 s old")
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)  # one of them held the WebSocket, and its gauge file
+        replaced = wait_until(
+            lambda: (
+                (pids := json.loads((home / "run.json").read_text())["worker_pids"])
+                and not set(pids) & set(workers)
+                and pids
+            ),
+            60,
+            "both workers to be replaced",
+        )
+        assert len(replaced) == 2
+        scrape_when(
+            metrics,
+            lambda s: (
+                value(s, "minerva_websocket_clients") == 0 and value(s, "minerva_redis_up") == 1
+            ),
+            "the dead worker's client to be forgotten",
+        )
