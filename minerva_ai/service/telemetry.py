@@ -110,10 +110,6 @@ POOL_WAIT_SECONDS = Counter(
     "minerva_db_pool_wait_seconds",
     "Time requests spent waiting for a PostgreSQL connection.",
 )
-POOL_USAGE_SECONDS = Counter(
-    "minerva_db_pool_usage_seconds",
-    "Time PostgreSQL connections spent out of the pools, in use (its rate: connections busy).",
-)
 POOL_TIMEOUTS = Counter(
     "minerva_db_pool_timeouts",
     "Requests that got no PostgreSQL connection in time (answered 503).",
@@ -259,7 +255,6 @@ def sample_pool(pool: AsyncConnectionPool[Any]) -> None:
     POOL_WAITS.inc(stats.get("requests_queued", 0))
     POOL_WAIT_SECONDS.inc(stats.get("requests_wait_ms", 0) / 1000)
     POOL_TIMEOUTS.inc(stats.get("requests_errors", 0))
-    POOL_USAGE_SECONDS.inc(stats.get("usage_ms", 0) / 1000)
 
 
 @contextlib.asynccontextmanager
