@@ -108,7 +108,8 @@ POOL_WAITS = Counter(
 )
 POOL_WAIT_SECONDS = Counter(
     "minerva_db_pool_wait_seconds",
-    "Time requests spent waiting for a PostgreSQL connection.",
+    "Time requests spent waiting for a PostgreSQL connection (whole milliseconds per wait, "
+    "as psycopg_pool counts them).",
 )
 POOL_TIMEOUTS = Counter(
     "minerva_db_pool_timeouts",
