@@ -27,6 +27,7 @@ BENCHMARKS = [
     "alerts_webhook",
     "load_test_engine",
     "model_tests",
+    "telemetry_overhead",
 ]
 TIMEOUT_S = 900  # each benchmark bounds itself well below this
 TIMEOUTS_S = {"logs_query": 1800, "metrics_list": 1200}  # both seed ~10M rows first
