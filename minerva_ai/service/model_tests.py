@@ -16,10 +16,10 @@ from uuid import UUID, uuid4
 import orjson
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-from pydantic import ValidationError as PydanticValidationError
 
 from minerva_ai.core.fingerprint import fingerprint
 from minerva_ai.service import store
+from minerva_ai.service.bodies import parse_body
 from minerva_ai.service.db import Row, queries
 from minerva_ai.service.errors import ApiError, not_found
 from minerva_ai.service.feature_settings import validate_sections
@@ -89,26 +89,8 @@ class TestRequestIn(BaseModel):
 _REQUEST = TypeAdapter(TestRequestIn)
 
 
-def _problems(exc: PydanticValidationError) -> list[dict[str, str]]:
-    return [
-        {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
-        for err in exc.errors(include_url=False)
-    ]
-
-
 def parse_request(body: bytes) -> TestRequestIn:
-    try:
-        raw = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc}", "bad_request") from None
-    if not isinstance(raw, dict):
-        raise ApiError(400, "the body must be a JSON object", "bad_request")
-    try:
-        request = _REQUEST.validate_python(raw)
-    except PydanticValidationError as exc:
-        problems = _problems(exc)
-        message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-        raise ApiError(422, message, details=problems) from None
+    request = parse_body(body, _REQUEST)
     for name, value in [("content", request.content), *request.variables.items()]:
         if "\x00" in value or "\x00" in name:
             raise ApiError(

@@ -8,13 +8,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
-import orjson
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-from pydantic import ValidationError as PydanticValidationError
 
 from minerva_ai.core.fingerprint import fingerprint
 from minerva_ai.service import store
+from minerva_ai.service.bodies import parse_body
 from minerva_ai.service.db import Row, queries
 from minerva_ai.service.errors import ApiError, bad_query, not_found
 
@@ -109,21 +108,7 @@ def _invalid(field: str, message: str) -> ApiError:
 
 
 def parse(body: bytes) -> TestRunIn:
-    try:
-        raw = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc}", "bad_request") from None
-    if not isinstance(raw, dict):
-        raise ApiError(400, "the body must be a JSON object", "bad_request")
-    try:
-        run = _RUN.validate_python(raw)
-    except PydanticValidationError as exc:
-        problems = [
-            {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
-            for e in exc.errors(include_url=False)
-        ]
-        message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-        raise ApiError(422, message, details=problems) from None
+    run = parse_body(body, _RUN)
     _check_consistent(run)
     return run
 
