@@ -1,8 +1,9 @@
 """Benchmark `minerva-ai test suite`: a 200-case suite on a simulator model that answers in
 50 ms, with no rate limit, at -j 8.
 
-(a) Cold (a suite whose answers the cache does not have yet): the wall time of the whole command (process start, checks against the
-settings, 200 calls, storing the run) against its physical limit, 200 x 50 ms / 8 = 1.25 s,
+(a) Cold (a suite whose answers the cache does not have yet): the wall time of the whole
+command (process start, checks against the settings, 200 calls, storing the run) against
+its physical limit, 200 x 50 ms / 8 = 1.25 s,
 plus the start-up. The start-up is measured: the same command on a 1-case suite (--no-cache),
 less its one 50 ms answer. Goal: within 1.5x of (1.25 s + start-up).
 
