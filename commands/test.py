@@ -374,7 +374,6 @@ def test_suite(
         cache=not no_cache,
         pass_rate=pass_rate,
         max_wait=max_wait,
-        junit=junit,
     )
     resolved = state.resolved()
     finished = execute(

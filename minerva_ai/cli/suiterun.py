@@ -4,7 +4,6 @@ happened (progress on stderr, a summary table, totals), store it, and say how it
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Any
 from minerva_ai.cli.output import Column, Output, style
 from minerva_ai.client.http import AsyncClient
 from minerva_ai.core.errors import ConfigError, MinervaError, ServiceError, UnreachableError
-from minerva_ai.suites import SuiteError, load
+from minerva_ai.suites import Suite, SuiteError, load
 from minerva_ai.suites import report as reports
 from minerva_ai.suites.runner import Outcome, Plan, prepare, run
 
@@ -53,7 +52,6 @@ class Options:
     cache: bool
     pass_rate: float | None
     max_wait: float
-    junit: Path | None
     store: bool = True
 
 
@@ -96,9 +94,13 @@ def _progress(info: Callable[[str], None], color: bool) -> Callable[[Outcome, in
 
 
 async def _run(
-    url: str, token: str | None, opts: Options, suite_file: Any, progress: Any, log: Any
+    url: str,
+    token: str | None,
+    opts: Options,
+    suite: Suite,
+    progress: Callable[[Outcome, int, int], None],
+    log: Callable[[str], None] | None,
 ) -> Finished:
-    suite = suite_file
     started = time.monotonic()
     async with AsyncClient(url, token, log=log) as client:
         try:
@@ -156,7 +158,7 @@ def _stored_body(document: dict[str, Any]) -> dict[str, Any]:
     return {k: document[k] for k in keys}
 
 
-def load_suite(opts: Options) -> Any:
+def load_suite(opts: Options) -> Suite:
     try:
         suite = load(opts.path)
     except SuiteError as exc:
@@ -174,7 +176,7 @@ def execute(
     *,
     info: Callable[[str], None],
     color: bool,
-    log: Any = None,
+    log: Callable[[str], None] | None = None,
 ) -> Finished:
     """Run the suite; an interrupt (Ctrl-C) ends the run with the cases that finished."""
     suite = load_suite(opts)
@@ -233,7 +235,3 @@ def check_writable(path: Path | None) -> None:
     """--junit's folder exists (a bad flag is exit 2 before any case runs)."""
     if path is not None and not path.parent.is_dir():
         raise ConfigError(f"--junit: the folder {path.parent} does not exist")
-
-
-def stdout_flush() -> None:
-    sys.stdout.flush()

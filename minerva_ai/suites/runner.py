@@ -5,7 +5,6 @@ model, prompt version and variable a case needs), then run its cases concurrentl
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -249,7 +248,3 @@ async def run(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return [done[i] for i in sorted(done)], interrupted
-
-
-def elapsed_ms(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)
