@@ -19,6 +19,7 @@ Run:
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -74,6 +75,17 @@ def write_suite(folder: Path, cases: int, name: str) -> Path:
     return path
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(url: str, token: str, suite: Path, jobs: int, *flags: str) -> tuple[float, Any]:
     env = {**os.environ, "MINERVA_URL": url, "MINERVA_TOKEN": token}
     command = [
@@ -114,14 +126,23 @@ def main() -> int:
         setup(service.url, dbs.token, args.latency_ms)
         one = write_suite(Path(tmp), 1, "one.yaml")
         startups, colds, warms = [], [], []
+        service_cpu: list[float] = []
+        cli_cpu: list[float] = []
+        warm_service_cpu: list[float] = []
         for run in range(args.repeat):
             wall, _doc = timed(service.url, dbs.token, one, args.jobs, "--no-cache")
             startups.append(wall - args.latency_ms / 1000)
             suite = write_suite(Path(tmp), args.cases, f"suite{run}.yaml")
+            assert service.process is not None
+            service_before, cli_before = cpu_s(service.process.pid), children_cpu_s()
             wall, doc = timed(service.url, dbs.token, suite, args.jobs)
+            service_cpu.append(cpu_s(service.process.pid) - service_before)
+            cli_cpu.append(children_cpu_s() - cli_before)
             assert doc["totals"]["passed"] == args.cases and doc["totals"]["cached"] == 0
             colds.append(wall)
+            service_before = cpu_s(service.process.pid)
             wall, doc = timed(service.url, dbs.token, suite, args.jobs)
+            warm_service_cpu.append(cpu_s(service.process.pid) - service_before)
             assert doc["totals"]["cached"] == args.cases, doc["totals"]
             warms.append(wall)
     startup = statistics.median(startups)
@@ -136,6 +157,9 @@ def main() -> int:
             "cold_s": [round(s, 3) for s in colds],
             "warm_s": [round(s, 3) for s in warms],
             "physical_limit_s": limit,
+            "cold_service_cpu_s": [round(s, 3) for s in service_cpu],
+            "cold_cli_cpu_s": [round(s, 3) for s in cli_cpu],
+            "warm_service_cpu_s": [round(s, 3) for s in warm_service_cpu],
             "cold_ratio": round(cold / (limit + startup), 3),
             "cold_goal": "ratio <= 1.5",
             "warm_median_s": round(statistics.median(warms), 3),
