@@ -26,7 +26,7 @@ EXPORT_FORMATS = ("json", "jsonl", "csv")
 
 @click.group(name="test", cls=HelpGroup)
 def test() -> None:
-    """Run model and prompt tests through the service; read, compare and export them.
+    """Run model and prompt tests and suites through the service; read, compare and export them.
 
     \b
     Examples:
@@ -35,6 +35,8 @@ def test() -> None:
       minerva-ai test run photo-tagging --image cat.png --model suite-sim -o json
       minerva-ai test run photo-tagging --settings candidate.yaml --input "try me"
       minerva-ai test compare ID1 ID2
+      minerva-ai test suite examples/suites/support-summarizer.yaml --junit report.xml
+      minerva-ai test runs list --feature support-summarizer --fingerprint live
     """
 
 
@@ -289,7 +291,11 @@ def test_export(
     help="Candidate models/prompts sections (YAML or JSON) to run the suite on: validated by "
     "the service, not stored, the live settings unchanged.",
 )
-@click.option("--no-cache", is_flag=True, help="Call the models even for answers in the cache.")
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Call the models for every case: the shared cache is neither read nor written.",
+)
 @click.option(
     "--pass-rate",
     type=click.FloatRange(0, 100),
