@@ -8,7 +8,6 @@ from typing import Any
 
 import yaml
 
-
 # libyaml's parser when PyYAML was built with it (ten times faster on a large suite), with
 # the same safe constructor either way.
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
