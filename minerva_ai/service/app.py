@@ -39,6 +39,7 @@ from minerva_ai.service.routes import (
     model_tests,
     settings,
     silences,
+    test_runs,
     tokens,
     websocket,
 )
@@ -234,6 +235,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         metrics_routes,
         settings,
         model_tests,
+        test_runs,
         logs,
         alerts_routes,
         silences,
