@@ -350,6 +350,7 @@ def test_suite(
       1  it is not, and at least one case failed its assertions
       5  it is not, and every case that did not pass is an error (no answer)
       2  a bad suite file or flag (before any case runs)
+      3  the service refused the run (e.g. a token without the write scope)
       4  the service cannot be reached at the start
       130  interrupted (after a partial summary)
     """

@@ -184,6 +184,8 @@ async def _one(
                 waited += delay
                 await asyncio.sleep(delay)
                 continue
+            if exc.status in (401, 403):
+                raise  # the token, not the case: the whole run is refused (exit 3)
             return Outcome(job, "error", error=f"{exc.code}: {exc.message}", waited_s=waited)
         except UnreachableError as exc:
             return Outcome(job, "error", error=str(exc), waited_s=waited)
@@ -247,4 +249,9 @@ async def run(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     return [done[i] for i in sorted(done)], interrupted

@@ -372,6 +372,18 @@ def test_filter_runs_the_named_and_tagged_cases(
     assert [c["name"] for c in doc["cases"]] == ["refund one"]
 
 
+def test_a_token_without_write_scope_is_refused_once_with_exit_3(
+    run: Run, api: httpx.Client, live_service: LiveService, tmp_path: Path
+) -> None:
+    path = suite_file(tmp_path, PASSING)
+    reader = live_service.make_token(["read"])
+    result = run("test", "suite", str(path), "--no-cache", MINERVA_TOKEN=reader)
+    assert result.exit_code == 3, result.stderr
+    assert "write" in result.stderr  # the scope it lacks, from the service's 403
+    assert "Traceback" not in result.stderr
+    assert api.get("/test-runs").json()["data"] == []  # nothing stored
+
+
 def test_an_unreachable_service_exits_4(tmp_path: Path) -> None:
     path = suite_file(tmp_path, PASSING)
     from tests.commands.conftest import invoke
