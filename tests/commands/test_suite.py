@@ -249,6 +249,31 @@ def test_concurrency_is_bounded_by_j(database_url: str, servers: Any, tmp_path: 
     assert 1 < in_flight["max"] <= 3
 
 
+def test_limits_unavailable_while_redis_is_down_is_an_error_exit_5(
+    database_url: str, tmp_path: Path
+) -> None:
+    from tests.commands.conftest import invoke
+    from tests.conftest import running_service
+    from tests.service.conftest import RestartableRedis
+
+    store = RestartableRedis(tmp_path)
+    store.start()
+    try:
+        with running_service(database_url, store.url) as live, client(live) as http:
+            create_feature(http, "support")
+            limited = {**SECTIONS, "rate_limits": {"requests_per_minute": 100}}
+            assert put_settings(http, "support", 1, limited).status_code == 200
+            path = suite_file(tmp_path, "feature: support\ncases:\n  - {name: c, input: x}\n")
+            store.stop()
+            env = {"MINERVA_URL": live.url, "MINERVA_TOKEN": live.token}
+            result = invoke(["test", "suite", str(path), "-o", "json"], **env)
+        assert result.exit_code == 5, result.stderr
+        case = json.loads(result.stdout)["cases"][0]
+        assert case["status"] == "error" and "limits_unavailable" in case["error"]
+    finally:
+        store.stop()
+
+
 def test_candidate_settings_change_the_outcome_not_the_live_settings(
     run: Run, api: httpx.Client, tmp_path: Path
 ) -> None:
