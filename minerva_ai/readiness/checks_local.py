@@ -195,7 +195,7 @@ def _human(size: int) -> str:
 
 def check_files(spec: CheckSpec, ctx: Context) -> Outcome:
     files, missing = expand(ctx, spec["paths"])
-    pattern = re.compile(spec["contains"]) if spec["contains"] else None
+    pattern = re.compile(spec["contains"], re.MULTILINE) if spec["contains"] else None
     empty, lacking = [], []
     for path in files:
         try:
@@ -309,12 +309,13 @@ def check_dependency_audit(spec: CheckSpec, ctx: Context) -> Outcome:
         argv = [sys.executable, "-m", "pip_audit", "-f", "json", "--progress-spinner", "off"]
         code, raw = run_process(ctx, argv + list(spec["args"]), spec.timeout_s)
         where = "pip-audit"
-        if code not in (0, 1):
+        start = raw.find(b"{")
+        if code not in (0, 1) or start < 0:
             raise CheckError(
-                f"pip-audit exited {code}: {tail(raw, 5)}",
+                f"pip-audit did not run (exit {code}): {tail(raw, 3)}",
                 "install it (pip install pip-audit) or give a JSON report as `report`",
             )
-        raw = raw[raw.find(b"{") :]
+        raw = raw[start:]
     try:
         data = json.loads(raw)
         dependencies = data["dependencies"] if isinstance(data, dict) else data
