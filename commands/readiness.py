@@ -201,6 +201,7 @@ def _painter(state: State) -> Callable[[str, Status], str] | None:
 
 def _write(path: Path, text: str, *, append: bool = False) -> None:
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a" if append else "w", encoding="utf-8") as out:
             out.write(text)
     except OSError as exc:

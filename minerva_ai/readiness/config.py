@@ -36,7 +36,7 @@ def find_config(path: Path | None, cwd: Path | None = None) -> Path:
     where = cwd or Path.cwd()
     for name in DEFAULT_FILES:
         if (where / name).is_file():
-            return where / name
+            return where / name if cwd else Path(name)
     raise ConfigError(
         f"no readiness.yaml in {where}: give -c FILE, or write one with "
         "`minerva-ai readiness-check init`"
@@ -207,6 +207,16 @@ class _Reader:
             )
 
 
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"expected a number, not {text!r}") from None
+
+
 def _strings(value: Any) -> list[str]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
@@ -231,6 +241,8 @@ def _parse(kind: str, value: Any) -> Any:
             raise ValueError(f"invalid regular expression: {exc}") from None
         return str(value)
     if kind in ("int", "number"):
+        if isinstance(value, str):  # "${FLOOR}", quoted in a flow mapping
+            value = _number(value)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ValueError(f"expected a number >= 0, not {value!r}")
         if kind == "int" and not isinstance(value, int):
