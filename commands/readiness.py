@@ -138,7 +138,7 @@ def readiness_check(
     path = find_config(config)
     loaded = load_config(path)
     chosen, skipped = select(loaded.checks, only, skip)
-    context = Context(path.resolve().parent)
+    context = Context(Path.cwd())
     if any(needs_service(spec) for spec in chosen):
         resolved = state.resolved()
         context.url, context.token = resolved.url, resolved.token

@@ -87,8 +87,9 @@ def check_load_test(spec: CheckSpec, ctx: Context) -> Outcome:
         raise CheckError(f"the target was lost mid-run: {result.lost}")
     failed = [t for t in report["thresholds"] if not t["ok"]]
     observed = {t["expr"]: t["observed"] for t in report["thresholds"]}
+    requests = int((report.get("http_reqs") or {}).get("count") or 0)
     details = {
-        "requests": report.get("requests"),
+        "requests": requests,
         "thresholds": report["thresholds"],
         "duration_s": report["duration_s"],
         "scenario": plan.name,
@@ -106,7 +107,7 @@ def check_load_test(spec: CheckSpec, ctx: Context) -> Outcome:
         )
     return Outcome(
         Status.PASS,
-        f"{len(exprs)} threshold(s) met over {report.get('requests', 0):,} requests",
+        f"{len(exprs)} threshold(s) met over {requests:,} requests",
         observed,
         exprs,
         None,

@@ -215,7 +215,14 @@ def check_files(spec: CheckSpec, ctx: Context) -> Outcome:
     observed = len(files) - len(empty) - len(lacking)
     expected = len(files) + len(missing)
     if problems:
-        return Outcome(Status.FAIL, "; ".join(problems), observed, expected, "write them", details)
+        return Outcome(
+            Status.FAIL,
+            "; ".join(problems),
+            observed,
+            expected,
+            "write what is missing, empty or lacking",
+            details,
+        )
     return Outcome(Status.PASS, f"{len(files)} file(s) present", observed, expected, None, details)
 
 

@@ -135,7 +135,8 @@ def check_feature_slo(spec: CheckSpec, ctx: Context) -> Outcome:
                 continue
             if (sense == "max" and value > limit) or (sense == "min" and value < limit):
                 word = "above" if sense == "max" else "below"
-                breaches.append(f"{name}: {field} {value:g}{unit} {word} {limit:g}{unit}")
+                shown = round(value, 2)
+                breaches.append(f"{name}: {field} {shown:g}{unit} {word} {limit:g}{unit}")
     details = {"window": window, "features": per_feature, "limits": limits}
     threshold = dict(limits)
     if breaches:
@@ -229,7 +230,9 @@ def check_settings_drift(spec: CheckSpec, ctx: Context) -> Outcome:
         if not isinstance(document, dict) or not isinstance(document.get("feature"), str):
             raise CheckError(f"{path}: no `feature:` naming the feature these settings are for")
         feature = document["feature"]
-        sections = {k: v for k, v in document.items() if k in SECTIONS}
+        # `features settings get F -o yaml` prints the sections under `settings:`
+        body = document["settings"] if isinstance(document.get("settings"), dict) else document
+        sections = {k: v for k, v in body.items() if k in SECTIONS}
         if not sections:
             raise CheckError(f"{path}: no settings section ({', '.join(SECTIONS)})")
         try:
