@@ -168,6 +168,7 @@ run load-test --scenario examples/scenarios/journey.yaml --users 20 --duration 8
 skip=()
 [ -f .coverage.xml ] || skip+=(--skip "test coverage")
 "$BIN/python" -c "import pip_audit" 2>/dev/null || skip+=(--skip "security audit")
+[ -f examples/suites/support-summarizer.yaml ] || skip+=(--skip summaries)
 mkdir -p "$DEMO_DIR/dist" && rm -f "$DEMO_DIR"/dist/minerva_ai-*.whl
 if ! "$BIN/pip" wheel --quiet --no-deps --no-build-isolation -w "$DEMO_DIR/dist" . \
     >"$DEMO_DIR/wheel.log" 2>&1; then
