@@ -271,3 +271,25 @@ def test_dependency_audit_without_pip_audit_is_an_error(tmp_path: Path) -> None:
     assert audit.status is Status.ERROR  # pip-audit is not installed in the test environment
     assert audit.message.startswith("pip-audit did not run")
     assert "pip install pip-audit" in (audit.remediation or "")
+
+
+def test_a_check_past_its_timeout_is_an_error_while_the_others_finish(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        found = results(
+            tmp_path,
+            """
+            checks:
+              - {name: service, type: service-health, timeout: 1s}
+              - {name: quick, type: command, run: "echo done"}
+            """,
+            url,
+        )
+    service = found["service"]
+    assert (service.status, service.message) == (Status.ERROR, "timed out after 1 s")
+    assert service.remediation == "raise its timeout (now 1 s)"
+    assert found["quick"].status is Status.PASS
