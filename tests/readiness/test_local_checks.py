@@ -43,6 +43,11 @@ def test_command_passes_fails_warns_and_errors(tmp_path: Path) -> None:
             run: [sh, -c, "echo step 1; echo 'boom: no such module' >&2; exit 3"]
           - {name: lint, type: command, run: "exit 1", severity: warn}
           - {name: missing, type: command, run: [./no-such-program, --flag]}
+          - name: script
+            type: command
+            run: |
+              echo first
+              echo second
         """,
     )
     assert found["ok"].status is Status.PASS
@@ -54,6 +59,9 @@ def test_command_passes_fails_warns_and_errors(tmp_path: Path) -> None:
     assert "exited 3" in broken.message
     assert found["lint"].status is Status.WARN
     assert found["lint"].details["severity"] == "warn"
+    script = found["script"]
+    assert script.message == "`echo first ...` exited 0"
+    assert script.details["output_tail"] == "first\nsecond"
     missing = found["missing"]
     assert missing.status is Status.ERROR
     assert "cannot start './no-such-program --flag'" in missing.message
