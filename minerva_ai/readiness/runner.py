@@ -148,7 +148,7 @@ def run_checks(
                 index, spec = pending.pop(0)
                 running[index] = time.monotonic() + spec.timeout_s + GRACE_S
                 threading.Thread(
-                    target=work, args=(index, spec), name=f"check-{spec.id}", daemon=True
+                    target=work, args=(index, spec), name=thread_name(spec), daemon=True
                 ).start()
             wait = max(0.0, min(running.values()) - time.monotonic())
             try:
@@ -157,6 +157,7 @@ def run_checks(
                 now = time.monotonic()
                 for late in [i for i, deadline in running.items() if deadline <= now]:
                     spec = specs[late]
+                    ctx.stop(thread_name(spec))
                     message = f"timed out after {spec.timeout_s:g} s"
                     hint = f"raise its timeout (now {spec.timeout_s:g} s)"
                     record(
@@ -169,7 +170,7 @@ def run_checks(
                 record(index, outcome, duration_ms)
     except KeyboardInterrupt:
         interrupted = True
-        ctx.stop_everything()
+        ctx.stop()
         for index in list(running):
             record(index, Outcome(Status.ERROR, "interrupted while running"), 0)
         for index, _spec in pending:
@@ -185,6 +186,10 @@ def run_checks(
         ctx.url,
         git_commit(ctx),
     )
+
+
+def thread_name(spec: CheckSpec) -> str:
+    return f"check-{spec.id}"
 
 
 def git_commit(ctx: Context) -> str | None:

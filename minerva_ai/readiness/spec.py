@@ -57,8 +57,8 @@ class Context:
     interrupted: threading.Event = field(default_factory=threading.Event)
     _client: Client | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _processes: set[subprocess.Popen[bytes]] = field(default_factory=set)
-    _cancels: list[Callable[[], None]] = field(default_factory=list)
+    # per check (the name of the thread running it): how to stop what it started
+    _stoppers: dict[str, list[Callable[[], None]]] = field(default_factory=dict)
 
     def path(self, value: str) -> Path:
         path = Path(os.path.expanduser(value))
@@ -101,35 +101,38 @@ class Context:
         except OSError as exc:
             shown = argv if isinstance(argv, str) else " ".join(argv)
             raise CheckError(f"cannot start {shown!r}: {exc.strerror or exc}") from None
-        with self._lock:
-            self._processes.add(process)
-        try:
-            yield process
-        finally:
-            kill_group(process)
-            with self._lock:
-                self._processes.discard(process)
+        with self.cancel_with(lambda: kill_group(process)):
+            try:
+                yield process
+            finally:
+                kill_group(process)
 
     @contextlib.contextmanager
     def cancel_with(self, cancel: Callable[[], None]) -> Iterator[None]:
-        """Call ``cancel`` (from another thread) when the run is interrupted or times out."""
+        """Call ``cancel`` (from another thread) if the run is interrupted, or this check
+        (the one the calling thread runs) outlives its timeout."""
+        check = threading.current_thread().name
         with self._lock:
-            self._cancels.append(cancel)
+            self._stoppers.setdefault(check, []).append(cancel)
         try:
             yield
         finally:
             with self._lock:
-                self._cancels.remove(cancel)
+                self._stoppers[check].remove(cancel)
 
-    def stop_everything(self) -> None:
-        """Interrupted: kill every process group still running, cancel what can be."""
-        self.interrupted.set()
+    def stop(self, check: str | None = None) -> None:
+        """Stop what a check started (its thread's name), or with None every check's:
+        kill process groups, cancel load tests."""
+        if check is None:
+            self.interrupted.set()
         with self._lock:
-            processes = list(self._processes)
-            cancels = list(self._cancels)
-        for process in processes:
-            kill_group(process)
-        for cancel in cancels:
+            found = [
+                cancel
+                for name, cancels in self._stoppers.items()
+                if check is None or name == check
+                for cancel in cancels
+            ]
+        for cancel in found:
             with contextlib.suppress(Exception):
                 cancel()
 

@@ -4,6 +4,7 @@ erroring."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -240,3 +241,21 @@ def test_load_test_thresholds(alerting: Alerting, tmp_path: Path) -> None:
         f"http://127.0.0.1:{closed_port()}",
     )["load"]
     assert gone.status is Status.ERROR and "unreachable" in gone.message
+
+
+def test_a_load_test_past_its_timeout_is_stopped(alerting: Alerting, tmp_path: Path) -> None:
+    write(
+        tmp_path / "scenario.yaml",
+        "name: health\nsteps:\n  - {name: h, http: {path: /api/health}}\n",
+    )
+    found = check(
+        alerting,
+        tmp_path,
+        "checks: [{name: long, type: load-test, scenario: scenario.yaml, users: 1, "
+        "duration: 10m, timeout: 1s}]",
+    )
+    assert (found["long"].status, found["long"].message) == (Status.ERROR, "timed out after 1 s")
+    wait_until(
+        lambda: not any(t.name == "check-long" for t in threading.enumerate()),
+        what="the load test to stop",
+    )
