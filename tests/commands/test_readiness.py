@@ -12,6 +12,7 @@ from pathlib import Path
 
 from junitparser import Error, Failure, JUnitXml, Skipped
 
+from tests.commands.test_main import closed_port
 from tests.conftest import MINERVA_AI, wait_until
 from tests.readiness.support import cli, write
 
@@ -140,7 +141,7 @@ def test_exit_codes(tmp_path: Path) -> None:
     )
     # unreachable service: the checks that need it are errors; never exit 4
     service = project(tmp_path / "service", "checks: [{name: svc, type: service-health}]")
-    done = cli(service, "--url", "http://127.0.0.1:9", "--")
+    done = cli(service, before=("--url", f"http://127.0.0.1:{closed_port()}"))
     assert done.returncode == 5 and "service unreachable" in done.stdout
 
 

@@ -11,7 +11,7 @@ from minerva_ai.readiness.config import parse_config
 from minerva_ai.readiness.model import Result
 from minerva_ai.readiness.runner import Run, run_checks
 from minerva_ai.readiness.spec import Context
-from tests.conftest import MINERVA_AI
+from tests.commands.conftest import run_process
 
 
 def run_config(
@@ -28,20 +28,10 @@ def results(
 
 
 def cli(
-    cwd: Path, *args: str, timeout: float = 120, **env: str
+    cwd: Path, *args: str, before: tuple[str, ...] = (), timeout: float = 120, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """`minerva-ai readiness-check ARGS` in a subprocess, in ``cwd``."""
-    return subprocess.run(
-        [MINERVA_AI, *args[: args.index("--")], "readiness-check", *args[args.index("--") + 1 :]]
-        if "--" in args
-        else [MINERVA_AI, "readiness-check", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **env},
-        check=False,
-    )
+    """`minerva-ai [BEFORE] readiness-check ARGS` in a subprocess, in ``cwd``."""
+    return run_process([*before, "readiness-check", *args], timeout=timeout, cwd=cwd, **env)
 
 
 def write(path: Path, text: str) -> Path:
