@@ -116,6 +116,10 @@ def test_github_annotations_and_the_step_summary(tmp_path: Path) -> None:
     text = summary.read_text()
     assert text.startswith("## Earlier step\n## Production readiness: NOT READY")  # appended
     assert "1 failed, 1 errors" in text
+    # with -o json on stdout, the annotations go to stderr (the runner reads them there too)
+    as_json = cli(base, "--report", "github", "-o", "json")
+    assert json.loads(as_json.stdout)["summary"]["fail"] == 1
+    assert "::error title=readiness%3A tests (fail)::" in as_json.stderr
 
 
 def test_exit_codes(tmp_path: Path) -> None:
