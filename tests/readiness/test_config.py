@@ -122,3 +122,18 @@ def test_severity_timeout_and_the_alerts_severity() -> None:
     )
     assert (alerts.severity, alerts["alert_severity"]) == ("fail", "critical")
     assert (soft.severity, soft["alert_severity"], soft["max_open"]) == ("warn", None, 2)
+
+
+def test_the_shipped_configs_parse() -> None:
+    from tests.conftest import REPO
+
+    for path, names in (
+        (REPO / "readiness.yaml", ["coverage", "docs", "openapi", "wheel size"]),
+        (
+            REPO / "examples" / "readiness.yaml",
+            ["build", "test coverage", "bundle size", "security audit", "performance",
+             "summaries", "documentation", "service", "api document", "health page",
+             "feature slo", "no critical alerts", "settings in git match live"],
+        ),
+    ):  # fmt: skip
+        assert [s.name for s in parse_config(path.read_text(), str(path), env={})] == names
