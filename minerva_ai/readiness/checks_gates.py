@@ -124,7 +124,7 @@ def check_test_suite(spec: CheckSpec, ctx: Context) -> Outcome:
     # The service and token go through the environment, never argv (`ps` would show it).
     env = {**os.environ, "MINERVA_URL": ctx.url or "", "MINERVA_TOKEN": ctx.token or ""}
     env = {k: v for k, v in env.items() if v or k not in ("MINERVA_URL", "MINERVA_TOKEN")}
-    code, output = run_process(ctx, [*argv, "-o", "json"], spec.timeout_s, env)
+    code, output, errors = run_process(ctx, [*argv, "-o", "json"], spec.timeout_s, env, split=True)
     report = _report(output)
     status = SUITE_EXITS.get(code)
     details: dict[str, Any] = {"exit_code": code, "file": spec["file"]}
@@ -137,7 +137,7 @@ def check_test_suite(spec: CheckSpec, ctx: Context) -> Outcome:
     if status is None or status is Status.ERROR:
         meaning = SUITE_EXIT_MEANING.get(code, f"exited {code}")
         raise CheckError(
-            f"the suite could not be evaluated ({meaning}): {tail(output, 3)}",
+            f"the suite could not be evaluated ({meaning}): {tail(errors or output, 3)}",
             "run `minerva-ai test suite " + spec["file"] + "` to see why",
         )
     totals = (report or {}).get("totals") or {}

@@ -21,22 +21,27 @@ TAIL_LINES = 20
 
 
 def run_process(
-    ctx: Context, argv: list[str] | str, timeout_s: float, env: dict[str, str] | None = None
-) -> tuple[int, bytes]:
-    """Run ``argv`` (a string: through the shell) in its own process group; its exit code
-    and output. ``CheckError`` when it cannot start or outlives ``timeout_s`` (its group is
-    killed)."""
-    with ctx.popen(argv, shell=isinstance(argv, str), env=env) as process:
+    ctx: Context,
+    argv: list[str] | str,
+    timeout_s: float,
+    env: dict[str, str] | None = None,
+    *,
+    split: bool = False,
+) -> tuple[int, bytes, bytes]:
+    """Run ``argv`` (a string: through the shell) in its own process group: its exit code,
+    its output and, with ``split``, its stderr apart (else stderr is in the output).
+    ``CheckError`` when it cannot start or outlives ``timeout_s`` (its group is killed)."""
+    with ctx.popen(argv, shell=isinstance(argv, str), env=env, split=split) as process:
         try:
-            output, _ = process.communicate(timeout=timeout_s)
+            output, errors = process.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             kill_group(process)
-            output, _ = process.communicate()
+            process.communicate()
             raise CheckError(
                 f"timed out after {timeout_s:g} s (its process group was killed)",
                 f"raise this check's timeout (now {timeout_s:g} s) or make it faster",
             ) from None
-    return process.returncode, output
+    return process.returncode, output, errors or b""
 
 
 def tail(output: bytes, lines: int = TAIL_LINES) -> str:
@@ -46,7 +51,7 @@ def tail(output: bytes, lines: int = TAIL_LINES) -> str:
 
 def check_command(spec: CheckSpec, ctx: Context) -> Outcome:
     argv = spec["run"]
-    code, output = run_process(ctx, argv, spec.timeout_s)
+    code, output, _ = run_process(ctx, argv, spec.timeout_s)
     shown = argv.strip() if isinstance(argv, str) else shlex.join(argv)
     if "\n" in shown:  # a script (`run: |`): its first line names it
         shown = shown.splitlines()[0] + " ..."
@@ -254,9 +259,9 @@ def check_openapi(spec: CheckSpec, ctx: Context) -> Outcome:
     details: dict[str, Any] = {"file": str(path), "operations": operations}
     source, expected = None, None
     if spec["command"]:
-        code, output = run_process(ctx, spec["command"], spec.timeout_s)
+        code, output, errors = run_process(ctx, spec["command"], spec.timeout_s, split=True)
         if code != 0:
-            raise CheckError(f"the command exited {code}: {tail(output, 5)}")
+            raise CheckError(f"the command exited {code}: {tail(errors or output, 5)}")
         source, expected = "the command's output", _document(output, "the command's output")
     elif spec["url"]:
         url = spec["url"] if isinstance(spec["url"], str) else "/openapi.json"
@@ -317,12 +322,12 @@ def check_dependency_audit(spec: CheckSpec, ctx: Context) -> Outcome:
         where = str(path)
     else:
         argv = [sys.executable, "-m", "pip_audit", "-f", "json", "--progress-spinner", "off"]
-        code, raw = run_process(ctx, argv + list(spec["args"]), spec.timeout_s)
+        code, raw, errors = run_process(ctx, argv + list(spec["args"]), spec.timeout_s, split=True)
         where = "pip-audit"
         start = raw.find(b"{")
         if code not in (0, 1) or start < 0:
             raise CheckError(
-                f"pip-audit did not run (exit {code}): {tail(raw, 3)}",
+                f"pip-audit did not run (exit {code}): {tail(errors or raw, 3)}",
                 "install it (pip install pip-audit) or give a JSON report as `report`",
             )
         raw = raw[start:]

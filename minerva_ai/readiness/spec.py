@@ -83,10 +83,15 @@ class Context:
 
     @contextlib.contextmanager
     def popen(
-        self, argv: list[str] | str, *, shell: bool = False, env: dict[str, str] | None = None
+        self,
+        argv: list[str] | str,
+        *,
+        shell: bool = False,
+        env: dict[str, str] | None = None,
+        split: bool = False,
     ) -> Iterator[subprocess.Popen[bytes]]:
         """Start a process in a session of its own (its group is killed on timeout or
-        Ctrl-C), stdout and stderr merged into one pipe."""
+        Ctrl-C); stdout and stderr merged into one pipe, or two with ``split``."""
         try:
             process = subprocess.Popen(
                 argv,
@@ -95,7 +100,7 @@ class Context:
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+                stderr=subprocess.PIPE if split else subprocess.STDOUT,
                 start_new_session=True,
             )
         except OSError as exc:
