@@ -45,7 +45,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "test": (
         "minerva_ai.commands.test:test",
-        "Run model and prompt tests through the service; read, compare and export them.",
+        "Run model and prompt tests and suites through the service; read, compare and export them.",
     ),
     "server": (
         "minerva_ai.commands.server:server",

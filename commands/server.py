@@ -9,6 +9,7 @@ import click
 from .options import HelpGroup, State, output_options, pass_state
 
 if TYPE_CHECKING:
+    from minerva_ai.service.db import MigrationStatus
     from minerva_ai.service.tokens import IssuedToken
 
 SCOPES = ("read", "ingest", "write", "admin")
@@ -35,6 +36,8 @@ def server() -> None:
     \b
     Exit codes of these commands:
       0  done (`start`: stopped cleanly by SIGTERM, SIGINT or SIGHUP)
+      1  `migrate --status`: the schema is not exactly the one this version
+         expects (migrations pending, or applied by a newer version)
       2  usage: a bad option, the port is taken, the database schema needs
          `minerva-ai server migrate`, an unknown organization, a duplicate name
       3  the home belongs to another running server (its pid is named); the
@@ -68,7 +71,54 @@ def server() -> None:
 @click.option(
     "--demo", is_flag=True, help="Load the demo organization from examples/ (idempotent)."
 )
-def server_start(host: str, port: int, workers: int, demo: bool) -> None:
+@click.option(
+    "--metrics-bind",
+    metavar="HOST:PORT",
+    default=None,
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9464 "
+    "(off by default; never on the public port: they count every organization's traffic).",
+)
+@click.option(
+    "--proxy-headers",
+    is_flag=True,
+    help="Trust X-Forwarded-For / X-Forwarded-Proto from the addresses of "
+    "--forwarded-allow-ips (a proxy in front: nginx, a load balancer).",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    metavar="LIST",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="FORWARDED_ALLOW_IPS",
+    help="Comma-separated proxy addresses or CIDRs whose forwarded headers are trusted, "
+    "or * for any (with --proxy-headers; env FORWARDED_ALLOW_IPS).",
+)
+@click.option(
+    "--root-path",
+    default="",
+    metavar="PATH",
+    help="The path prefix a proxy serves the API under and strips before passing requests "
+    "on, e.g. /minerva: the service's own links (the API document's server) carry it.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: warnings and errors as text. json: access and error logs on stderr, one "
+    "JSON object a line, tokens and passwords masked.",
+)
+def server_start(
+    host: str,
+    port: int,
+    workers: int,
+    demo: bool,
+    metrics_bind: str | None,
+    proxy_headers: bool,
+    forwarded_allow_ips: str,
+    root_path: str,
+    log_format: str,
+) -> None:
     """Start the service in the foreground, until SIGTERM or Ctrl-C.
 
     Without DATABASE_URL it starts an embedded PostgreSQL in the home, migrates it,
@@ -77,9 +127,31 @@ def server_start(host: str, port: int, workers: int, demo: bool) -> None:
     that is how a second instance joins the first (see `minerva-ai server info`). An
     external database must be migrated first, with `minerva-ai server migrate`.
     """
-    from minerva_ai.service.supervisor import ServeOptions, serve
+    from minerva_ai.service.metrics_server import parse_bind
+    from minerva_ai.service.supervisor import HttpOptions, ServeOptions, check_http_options, serve
 
-    serve(ServeOptions(host=host, port=port, workers=workers, demo=demo))
+    http = HttpOptions(
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips=forwarded_allow_ips,
+        root_path=root_path,
+        log_format=log_format,
+    )
+    check_http_options(http)
+    metrics = parse_bind(metrics_bind) if metrics_bind is not None else None
+    if metrics is not None and port != 0 and metrics[1] == port:
+        raise click.BadParameter(
+            "must not be the public port (--port)", param_hint="--metrics-bind"
+        )
+    serve(
+        ServeOptions(
+            host=host,
+            port=port,
+            workers=workers,
+            demo=demo,
+            metrics_bind=metrics,
+            http=http,
+        )
+    )
 
 
 @server.command(name="info")
@@ -149,17 +221,46 @@ def server_stop(state: State, timeout: float) -> None:
 
 
 @server.command(name="migrate")
+@click.option(
+    "--status",
+    is_flag=True,
+    help="Apply nothing: list applied and pending migrations; exit 1 unless the schema is "
+    "exactly the one this version expects.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Apply nothing: print the migrations that would be applied."
+)
 @output_options
 @pass_state
-def server_migrate(state: State) -> None:
+def server_migrate(state: State, status: bool, dry_run: bool) -> None:
     """Apply pending database migrations (safe while other instances run or start).
 
     Prints each migration applied, one a line; `-o json` prints {"applied": [...]}.
+    Migrations are forward-only: run this before rolling out a new version (docs/deployment.md).
+
+    \b
+    --status   VERSION, STATE (applied, pending, or unknown: applied by a newer
+               minerva-ai) and APPLIED AT; -o json: {"current", "applied",
+               "pending", "unknown"}. Exit 0 when current, 1 when not.
+    --dry-run  the versions that would be applied, one a line; -o json:
+               {"would_apply": [...]}. Exit 0.
     """
     from minerva_ai.cli.output import Column
     from minerva_ai.service import admin, home, supervisor
 
+    if status and dry_run:
+        raise click.UsageError("--status and --dry-run: choose one")
     url = home.admin_database_url()
+    if status or dry_run:
+        with supervisor.database_errors(url):
+            found = admin.migration_status(url)
+        if dry_run:
+            _print_dry_run(state, found.pending)
+        else:
+            _print_status(state, found)
+            if not found.current:
+                raise click.exceptions.Exit(1)
+        return
     with supervisor.database_errors(url):
         applied = admin.migrate(url, warn=state.warn)
     if not applied:
@@ -169,6 +270,55 @@ def server_migrate(state: State) -> None:
         [Column("applied", "APPLIED", "list")],
         text=lambda: "\n".join(applied),
     )
+
+
+def _print_dry_run(state: State, pending: list[str]) -> None:
+    from minerva_ai.cli.output import Column
+
+    state.info(
+        f"would apply {len(pending)} migration{'s' if len(pending) != 1 else ''} (nothing applied)"
+        if pending
+        else "the database schema is up to date: nothing would be applied"
+    )
+    state.output().item(
+        {"would_apply": pending},
+        [Column("would_apply", "WOULD APPLY", "list")],
+        text=lambda: "\n".join(pending),
+    )
+
+
+def _print_status(state: State, found: MigrationStatus) -> None:
+    from minerva_ai.cli.output import Column
+
+    if state.output_format in ("json", "yaml"):
+        state.output().item(
+            {
+                "current": found.current,
+                "applied": found.applied,
+                "pending": found.pending,
+                "unknown": found.unknown,
+            },
+            [],
+        )
+    else:
+        rows = [{**row, "state": "applied"} for row in found.applied]
+        rows += [{"version": v, "state": "pending", "applied_at": None} for v in found.pending]
+        rows += [{"version": v, "state": "unknown", "applied_at": None} for v in found.unknown]
+        columns = [
+            Column("version", "VERSION"),
+            Column("state", "STATE"),
+            Column("applied_at", "APPLIED AT", "time"),
+        ]
+        state.output().items(rows, columns)
+    if found.unknown:
+        state.warn(
+            f"migrations unknown to this version: {', '.join(found.unknown)} "
+            "(run a newer minerva-ai)"
+        )
+    elif found.pending:
+        state.warn(f"{len(found.pending)} pending: run `minerva-ai server migrate`")
+    else:
+        state.info("the database schema is current")
 
 
 @server.group(name="org", cls=HelpGroup)

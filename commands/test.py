@@ -26,7 +26,7 @@ EXPORT_FORMATS = ("json", "jsonl", "csv")
 
 @click.group(name="test", cls=HelpGroup)
 def test() -> None:
-    """Run model and prompt tests through the service; read, compare and export them.
+    """Run model and prompt tests and suites through the service; read, compare and export them.
 
     \b
     Examples:
@@ -35,6 +35,8 @@ def test() -> None:
       minerva-ai test run photo-tagging --image cat.png --model suite-sim -o json
       minerva-ai test run photo-tagging --settings candidate.yaml --input "try me"
       minerva-ai test compare ID1 ID2
+      minerva-ai test suite examples/suites/support-summarizer.yaml --junit report.xml
+      minerva-ai test runs list --feature support-summarizer --fingerprint live
     """
 
 
@@ -263,3 +265,200 @@ def test_export(
             sys.stdout.buffer.flush()
     noun = "test" if len(results) == 1 else "tests"
     state.info(f"exported {len(results)} {noun}" + (f" to {out}" if out is not None else ""))
+
+
+@test.command(name="suite")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "-j",
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Cases in flight at once (the feature's rate limits still apply).",
+)
+@click.option(
+    "--filter",
+    "filters",
+    metavar="NAME_OR_TAG",
+    multiple=True,
+    help="Only the cases with this name (a glob: * ?) or tag (repeatable).",
+)
+@click.option(
+    "--settings",
+    "settings_file",
+    metavar="FILE",
+    help="Candidate models/prompts sections (YAML or JSON) to run the suite on: validated by "
+    "the service, not stored, the live settings unchanged.",
+)
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Call the models for every case: the shared cache is neither read nor written.",
+)
+@click.option(
+    "--pass-rate",
+    type=click.FloatRange(0, 100),
+    metavar="PERCENT",
+    help="Cases that must pass, in percent (default: the suite's pass_rate, else 100).",
+)
+@click.option(
+    "--max-wait",
+    type=click.FloatRange(0, 3600),
+    default=60,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a case waits in all for the rate limit (429 Retry-After) before it is an error.",
+)
+@click.option(
+    "--junit",
+    type=click.Path(path_type=Path, dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Also write JUnit XML for CI (a testcase per case and matrix combination).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "fmt",
+    type=click.Choice(("table", "json")),
+    default=None,
+    help="table (the summary; default) or json (the whole run, one object).",
+)
+@pass_state
+def test_suite(
+    state: State,
+    file: Path,
+    concurrency: int,
+    filters: tuple[str, ...],
+    settings_file: str | None,
+    no_cache: bool,
+    pass_rate: float | None,
+    max_wait: float,
+    junit: Path | None,
+    fmt: str | None,
+) -> None:
+    """Run the YAML test suite FILE through the service and gate on its pass rate.
+
+    Cases run concurrently through POST /features/{id}/test, within the feature's limits;
+    answers come from the service's shared cache unless --no-cache. Progress goes to stderr,
+    a summary table (or -o json) to stdout. The run is stored (`test runs list`). The file
+    format: docs/testing.md.
+
+    \b
+    Exit codes:
+      0  the pass rate is met
+      1  it is not, and at least one case failed its assertions
+      5  it is not, and every case that did not pass is an error (no answer)
+      2  a bad suite file or flag (before any case runs)
+      4  the service cannot be reached at the start
+      130  interrupted (after a partial summary)
+    """
+    from minerva_ai.cli.settings_edit import load_settings_file
+    from minerva_ai.cli.suiterun import (
+        Options,
+        candidate_sections,
+        check_writable,
+        execute,
+        show,
+        totals_line,
+        write_junit,
+    )
+    from minerva_ai.core.errors import GateError, GateFailed
+
+    output_format = fmt or ("json" if state.output_format == "json" else "table")
+    check_writable(junit)
+    candidate = (
+        candidate_sections(load_settings_file(settings_file), settings_file)
+        if settings_file
+        else None
+    )
+    opts = Options(
+        path=file,
+        concurrency=concurrency,
+        filters=list(filters),
+        candidate=candidate,
+        cache=not no_cache,
+        pass_rate=pass_rate,
+        max_wait=max_wait,
+    )
+    resolved = state.resolved()
+    finished = execute(
+        resolved.url,
+        resolved.token,
+        opts,
+        info=state.info,
+        color=state.stderr_color(),
+        log=state.debug if state.verbose else None,
+    )
+    from minerva_ai.cli.output import Output
+
+    show(Output.create(output_format, sys.stdout, no_color=state.no_color), finished, output_format)
+    sys.stdout.flush()
+    if junit is not None:
+        write_junit(junit, finished.run)
+    if finished.stored_error:
+        state.warn(f"the run was not stored: {finished.stored_error}")
+    state.info(totals_line(finished.run))
+    if finished.interrupted:
+        state.info("interrupted: the summary shows the cases that finished")
+        raise click.exceptions.Exit(130)
+    status = finished.run["status"]
+    if status == "failed":
+        raise GateFailed("the suite failed: its pass rate is below the required one")
+    if status == "error":
+        raise GateError("the suite could not get answers for the cases it needs (errors only)")
+
+
+@test.group(name="runs", cls=HelpGroup)
+def test_runs() -> None:
+    """Stored suite runs: list and show them."""
+
+
+@test_runs.command(name="list")
+@click.option("--feature", metavar="FEATURE", help="Only this feature's runs (name or id).")
+@click.option("--suite-hash", metavar="HEX", help="Only runs of the suite with this hash.")
+@click.option("--status", type=click.Choice(("passed", "failed", "error")))
+@click.option(
+    "--fingerprint",
+    metavar="HEX|live",
+    help="Only runs on these models and prompts; `live`: on the feature's current ones "
+    "(needs --feature).",
+)
+@limit_option
+@output_options
+@pass_state
+def test_runs_list(
+    state: State,
+    feature: str | None,
+    suite_hash: str | None,
+    status: str | None,
+    fingerprint: str | None,
+    limit: int | None,
+) -> None:
+    """Suite runs, newest first."""
+    from minerva_ai.cli.suiterun import RUN_COLUMNS
+
+    filters = {
+        "feature_id": feature,
+        "suite_hash": suite_hash,
+        "status": status,
+        "fingerprint": fingerprint,
+    }
+    render_list(
+        state,
+        lambda n: state.client().test_runs.list(filters, limit=n),
+        RUN_COLUMNS,
+        state.limit(limit),
+        empty="no suite runs match" if any(filters.values()) else "no suite runs yet",
+    )
+
+
+@test_runs.command(name="show")
+@click.argument("run_id", metavar="ID")
+@output_options
+@pass_state
+def test_runs_show(state: State, run_id: str) -> None:
+    """One suite run: its verdict, totals and every case."""
+    from minerva_ai.cli.suiterun import RUN_COLUMNS
+
+    state.output().item(state.client().test_runs.get(run_id), RUN_COLUMNS)

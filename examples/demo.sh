@@ -160,6 +160,8 @@ run test run photo-tagging --model suite-sim --input "a dog on a beach at sunset
 run test run support-summarizer --model suite-sim --prompt summarize \
     --var agent_name=Ada --var thread="The printer jams on page 2." -o json
 run test history photo-tagging --limit 5
+run test suite examples/suites/support-summarizer.yaml -j 4 --junit "$DEMO_DIR/suite-junit.xml"
+run test runs list --feature support-summarizer --fingerprint live --limit 3
 run load-test --scenario examples/scenarios/journey.yaml --users 20 --duration 8s \
     --threshold 'http_req_duration:p(95)<2000' --threshold 'ws_connecting:p(95)<2000'
 
@@ -168,7 +170,6 @@ run load-test --scenario examples/scenarios/journey.yaml --users 20 --duration 8
 skip=()
 [ -f .coverage.xml ] || skip+=(--skip "test coverage")
 "$BIN/python" -c "import pip_audit" 2>/dev/null || skip+=(--skip "security audit")
-[ -f examples/suites/support-summarizer.yaml ] || skip+=(--skip summaries)
 mkdir -p "$DEMO_DIR/dist" && rm -f "$DEMO_DIR"/dist/minerva_ai-*.whl
 if ! "$BIN/pip" wheel --quiet --no-deps --no-build-isolation -w "$DEMO_DIR/dist" . \
     >"$DEMO_DIR/wheel.log" 2>&1; then

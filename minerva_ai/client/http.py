@@ -42,6 +42,7 @@ from minerva_ai.client.resources import (
     segment,
     settings_path,
 )
+from minerva_ai.client.test_runs import AsyncTestRuns, TestRuns
 from minerva_ai.core.errors import ServiceError, UnreachableError, service_error
 from minerva_ai.core.protocol import API_PREFIX, HEALTH_PATH, WEBSOCKET_PATH
 from minerva_ai.core.urls import normalize_url
@@ -267,6 +268,7 @@ class Client(_BaseClient):
         self.silences = Silences(self)
         self.webhooks = Webhooks(self)
         self.tests = ModelTests(self)
+        self.test_runs = TestRuns(self)
 
     def __enter__(self) -> Self:
         return self
@@ -407,6 +409,7 @@ class AsyncClient(_BaseClient):
         self.alerts = AsyncAlerts(self)
         self.webhooks = AsyncWebhooks(self)
         self.tests = AsyncModelTests(self)
+        self.test_runs = AsyncTestRuns(self)
 
     async def __aenter__(self) -> Self:
         return self

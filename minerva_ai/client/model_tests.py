@@ -64,7 +64,10 @@ class AsyncModelTests:
         self._c = client
 
     async def run(self, feature: str, body: Mapping[str, Any]) -> JSON:
-        return await self._c.data(test_call(feature, body))
+        """The test result (read for as long as the model chain may take)."""
+        async with self._c.stream(test_call(feature, body), timeout=RUN_TIMEOUT) as response:
+            result: JSON = orjson.loads(await response.aread())["data"]
+        return result
 
     async def history(
         self, feature: str, filters: Mapping[str, Any] | None = None, *, limit: int | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -75,6 +75,10 @@ class AsyncSender(Protocol):
     def paginate(
         self, path: str, params: Mapping[str, Any] | None = None, limit: int | None = None
     ) -> AsyncIterator[JSON]: ...
+
+    def stream(
+        self, call: Call, *, timeout: httpx.Timeout | None = None
+    ) -> AbstractAsyncContextManager[httpx.Response]: ...
 
 
 def segment(value: str | int) -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "create_token",
     "load_demo",
     "migrate",
+    "migration_status",
     "token_is_valid",
 ]
 
@@ -36,6 +37,7 @@ DEFAULT_ORGANIZATION = "default"
 
 migrate = db.migrate
 check_schema = db.check_schema
+migration_status = db.migration_status
 
 
 @dataclass(frozen=True)

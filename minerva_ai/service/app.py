@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from minerva_ai import __version__
 from minerva_ai.core.protocol import API_PREFIX
-from minerva_ai.service import alerts, apidoc, errors, metrics
+from minerva_ai.service import alerts, apidoc, errors, metrics, telemetry
 from minerva_ai.service.bus import Bus
 from minerva_ai.service.config import ServiceConfig
 from minerva_ai.service.db import Row
@@ -39,11 +39,13 @@ from minerva_ai.service.routes import (
     model_tests,
     settings,
     silences,
+    test_runs,
     tokens,
     websocket,
 )
 from minerva_ai.service.routes import metrics as metrics_routes
 from minerva_ai.service.routes import webhooks as webhook_routes
+from minerva_ai.service.serving import UVICORN_OPTIONS as UVICORN_OPTIONS  # the tests' import
 from minerva_ai.service.webhooks import Dispatcher
 
 LOG_MAINTENANCE_EVERY_S = 3600
@@ -175,7 +177,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             max_size=config.pool_max_size,
             timeout=5,  # a request waits at most this for a connection, then answers 503
             open=False,
-            connection_class=AsyncConnection[Row],
+            connection_class=telemetry.TimedConnection,
             kwargs={
                 "autocommit": True,
                 "row_factory": dict_row,
@@ -202,7 +204,8 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         )
         jobs.start()
         try:
-            yield
+            async with telemetry.sampling(pool, lambda: bus.connected):
+                yield
         finally:
             state.stopping.set()
             await jobs.close()
@@ -232,6 +235,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         metrics_routes,
         settings,
         model_tests,
+        test_runs,
         logs,
         alerts_routes,
         silences,
@@ -242,18 +246,5 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(webhook_routes.router, prefix=API_PREFIX)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(telemetry.Instrumented)  # outermost: 413s are counted too
     return app
-
-
-# How every uvicorn that serves this app is configured (supervisor, workers, tests).
-UVICORN_OPTIONS: dict[str, object] = {
-    "http": "httptools",
-    "ws": "websockets-sansio",
-    # Compression cost a third of the service's CPU when fanning logs out (1,000 clients:
-    # lag p99 669 ms with it, 128 ms without; docs/performance.md).
-    "ws_per_message_deflate": False,
-    "loop": "uvloop",
-    "timeout_graceful_shutdown": 10,
-    "log_level": "warning",
-    "proxy_headers": False,
-}

@@ -19,6 +19,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from minerva_ai.service import telemetry
 from minerva_ai.service.responses import dumps
 
 log = logging.getLogger("minerva_ai.service.bus")
@@ -45,6 +46,8 @@ class Subscription:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
+            if not self.overflowed:
+                telemetry.QUEUE_OVERFLOWS.labels("fanout").inc()
             self.overflowed = True
 
     def lost(self) -> None:
@@ -117,6 +120,7 @@ class Bus:
         try:
             await self.redis.publish(PREFIX + topic, payload)
         except (RedisError, OSError) as exc:
+            telemetry.REDIS_PUBLISH_FAILURES.inc()
             log.warning("publish to Redis failed, delivering locally only: %s", exc)
             self._deliver(topic, event)
 

@@ -164,6 +164,8 @@ class ServiceConfig:
     # loopback/private hosts or networks providers may call (MINERVA_PROVIDER_ALLOW).
     provider_keys: KeyPolicy = field(default_factory=KeyPolicy)
     provider_allow: AddressPolicy = field(default_factory=AddressPolicy)
+    # How long an answer stays in the shared test cache (MINERVA_TEST_CACHE_TTL, seconds).
+    test_cache_ttl_s: int = 86400
     # The rate limiter's clock (seconds since the epoch): tests drive it.
     clock: Callable[[], float] = time.time
 
@@ -203,6 +205,7 @@ class ServiceConfig:
             webhook_timeout_s=_number("MINERVA_WEBHOOK_TIMEOUT", 10.0, 0.1),
             webhook_interval_s=_number("MINERVA_WEBHOOK_INTERVAL", 1.0, 0.05),
             alert_interval_s=_number("MINERVA_ALERT_INTERVAL", 15.0, 0.1),
+            test_cache_ttl_s=int(_number("MINERVA_TEST_CACHE_TTL", 86400, 1)),
             provider_keys=KeyPolicy.from_env(),
             provider_allow=_address_policy(),
         )

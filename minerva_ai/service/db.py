@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any, LiteralString, cast
@@ -96,6 +97,37 @@ def migrate(database_url: str, warn: Callable[[str], None] | None = None) -> lis
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (Lock.MIGRATIONS,))
     return applied
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    """Which of this version's migrations a database has, and which it has that we do not."""
+
+    applied: list[dict[str, Any]]  # {version, applied_at}, in order
+    pending: list[str]
+    unknown: list[str]  # applied by a newer minerva-ai
+
+    @property
+    def current(self) -> bool:
+        return not self.pending and not self.unknown
+
+
+def migration_status(database_url: str) -> MigrationStatus:
+    """The state of the schema, read only (an empty database: everything pending)."""
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        try:
+            rows = conn.execute(
+                "SELECT version, applied_at FROM schema_migrations ORDER BY version"
+            ).fetchall()
+        except psycopg.errors.UndefinedTable:
+            rows = []
+    known = [version for version, _ in migrations()]
+    done = {row["version"] for row in rows}
+    return MigrationStatus(
+        applied=[row for row in rows if row["version"] in known],
+        pending=[version for version in known if version not in done],
+        unknown=sorted(done - set(known)),
+    )
 
 
 def check_schema(database_url: str) -> None:

@@ -33,6 +33,7 @@ from datetime import timedelta
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from minerva_ai.service import telemetry
 from minerva_ai.service.db import Row, queries
 from minerva_ai.service.locks import JobName
 
@@ -185,7 +186,9 @@ class Jobs:
                 lease.lost.set()
 
     async def _run_while_held(self, job: Job, lease: Lease) -> None:
+        due = time.time()
         while not (lease.lost.is_set() or self._stopping.is_set()):
+            started_at = time.time()
             started = time.perf_counter()
             error: str | None = None
             try:
@@ -196,6 +199,10 @@ class Jobs:
                 error = f"{type(exc).__name__}: {exc}"
                 log.warning("job %s failed: %s", job.name, error)
             duration_ms = (time.perf_counter() - started) * 1000
+            telemetry.job_ran(
+                str(job.name), due, started_at, started_at + duration_ms / 1000, error is not None
+            )
+            due = started_at + duration_ms / 1000 + job.interval_s
             with contextlib.suppress(Exception):
                 async with self.pool.connection() as conn:
                     await conn.execute(

@@ -19,6 +19,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from minerva_ai.service import telemetry
 from minerva_ai.service.bus import Bus
 from minerva_ai.service.db import Row
 from minerva_ai.service.logs import LogFilter, current_cursor, list_logs
@@ -52,6 +53,7 @@ class Follower:
         try:
             self.queue.put_nowait(rows)
         except asyncio.QueueFull:
+            telemetry.QUEUE_OVERFLOWS.labels("log_follower").inc()
             self.overflowed = True
 
 

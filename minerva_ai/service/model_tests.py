@@ -16,9 +16,10 @@ from uuid import UUID, uuid4
 import orjson
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-from pydantic import ValidationError as PydanticValidationError
 
+from minerva_ai.core.fingerprint import fingerprint
 from minerva_ai.service import store
+from minerva_ai.service.bodies import parse_body
 from minerva_ai.service.db import Row, queries
 from minerva_ai.service.errors import ApiError, not_found
 from minerva_ai.service.feature_settings import validate_sections
@@ -39,6 +40,17 @@ IMAGE_TYPES = {
 CANDIDATE_SECTIONS = ("models", "prompts")
 PROMPT_REF = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})(?:@([1-9][0-9]{0,9}))?$")
 TEST_SOURCE = "test"
+ANSWER_KEYS = (
+    "status",
+    "output",
+    "tokens",
+    "model",
+    "provider",
+    "provider_model",
+    "error",
+    "attempts",
+    "simulated",
+)
 
 
 class ImageIn(BaseModel):
@@ -67,31 +79,18 @@ class TestRequestIn(BaseModel):
         default=None, description="candidate models/prompts sections: validated, not stored"
     )
     repeat: int = Field(default=0, ge=0, le=1_000_000, description="the simulator's repeat index")
+    cache: bool = Field(
+        default=False,
+        description="answer from the shared response cache when it has this call's answer "
+        "(no model call, no log entry, no rate limit used); store a new answer there",
+    )
 
 
 _REQUEST = TypeAdapter(TestRequestIn)
 
 
-def _problems(exc: PydanticValidationError) -> list[dict[str, str]]:
-    return [
-        {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
-        for err in exc.errors(include_url=False)
-    ]
-
-
 def parse_request(body: bytes) -> TestRequestIn:
-    try:
-        raw = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc}", "bad_request") from None
-    if not isinstance(raw, dict):
-        raise ApiError(400, "the body must be a JSON object", "bad_request")
-    try:
-        request = _REQUEST.validate_python(raw)
-    except PydanticValidationError as exc:
-        problems = _problems(exc)
-        message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-        raise ApiError(422, message, details=problems) from None
+    request = parse_body(body, _REQUEST)
     for name, value in [("content", request.content), *request.variables.items()]:
         if "\x00" in value or "\x00" in name:
             raise ApiError(
@@ -275,21 +274,10 @@ async def plan(
     )
 
 
-def result_view(
-    test_id: UUID,
-    created_at: datetime,
-    plan: Plan,
-    request: TestRequestIn,
-    request_id: str,
-    outcome: calls.CallResult,
-    elapsed_ms: float,
-) -> dict[str, Any]:
+def answer_part(outcome: calls.CallResult, elapsed_ms: float) -> dict[str, Any]:
+    """What the model chain gave: the part of a result the response cache keeps."""
     final = outcome.final
     return {
-        "id": str(test_id),
-        "feature_id": str(plan.feature["id"]),
-        "feature": plan.feature["name"],
-        "type": request.type,
         "status": final.status,
         "output": {
             "response": final.response,
@@ -302,6 +290,27 @@ def result_view(
         "provider_model": final.provider_model,
         "error": final.error,
         "attempts": [a.as_dict() for a in outcome.attempts],
+        "simulated": outcome.simulated,
+    }
+
+
+def result_view(
+    test_id: UUID,
+    created_at: datetime,
+    plan: Plan,
+    request: TestRequestIn,
+    request_id: str,
+    answer: dict[str, Any],
+    cached: bool = False,
+) -> dict[str, Any]:
+    """A test result: ``answer`` (``answer_part``, new or from the cache) and how it came
+    about."""
+    return {
+        "id": str(test_id),
+        "feature_id": str(plan.feature["id"]),
+        "feature": plan.feature["name"],
+        "type": request.type,
+        **{k: answer[k] for k in ANSWER_KEYS},
         "prompt": plan.prompt,
         "rendered_prompt": "\n\n".join(content for _, content in plan.messages),
         "messages": [{"role": role, "content": content} for role, content in plan.messages],
@@ -311,7 +320,8 @@ def result_view(
         "repeat": request.repeat,
         "settings_version": plan.settings_version,
         "candidate_hash": plan.candidate_hash,
-        "simulated": outcome.simulated,
+        "fingerprint": fingerprint(plan.settings),
+        "cached": cached,
         "request_id": request_id,
         "created_at": created_at,
     }
@@ -377,7 +387,14 @@ async def save(conn: Conn, org_id: UUID, view: dict[str, Any]) -> None:
 
 
 def _stored(row: Row) -> dict[str, Any]:
-    return {**row["result"], "created_at": row["created_at"], "feature": row["feature"]}
+    # Results stored before the cache and fingerprints existed lack those two fields.
+    return {
+        "cached": False,
+        "fingerprint": None,
+        **row["result"],
+        "created_at": row["created_at"],
+        "feature": row["feature"],
+    }
 
 
 async def get(conn: Conn, org_id: UUID, test_id: str) -> dict[str, Any]:
@@ -405,13 +422,7 @@ async def history(
     cursor: str | None,
     limit: int,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    position = store.decode_cursor(cursor, "t", list)
-    before_at, before_id = (None, None)
-    if position is not None:
-        try:
-            before_at, before_id = datetime.fromisoformat(position[0]), UUID(position[1])
-        except (ValueError, IndexError, TypeError):
-            raise store.bad_cursor() from None
+    before_at, before_id = store.time_position(cursor)
     rows = await (
         await conn.execute(
             queries()["list_model_tests"],
@@ -429,11 +440,5 @@ async def history(
         )
     ).fetchall()
     items = [_stored(r) for r in rows[:limit]]
-    more = len(rows) > limit
-    last = rows[limit - 1] if more else None
-    next_cursor = (
-        store.encode_cursor({"t": [last["created_at"].isoformat(), last["result"]["id"]]})
-        if last
-        else None
-    )
+    next_cursor = store.time_cursor(rows, limit, lambda r: (r["created_at"], r["result"]["id"]))
     return items, next_cursor

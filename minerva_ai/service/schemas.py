@@ -531,5 +531,13 @@ class TestResult(Shape):
         description="with candidate `settings`: a hash of them (they are not stored)"
     )
     simulated: bool = Field(description="true when a simulator produced any attempt")
+    fingerprint: str | None = Field(
+        description="hex SHA-256 of the models and prompts sections the test ran on "
+        "(docs/testing.md); null for tests stored before it was recorded"
+    )
+    cached: bool = Field(
+        description="true when the answer came from the shared response cache: its latency "
+        "and cost are the original answer's; no model was called, no log entry written"
+    )
     request_id: str = Field(description="shared by the attempts' log entries")
     created_at: datetime

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -46,6 +47,26 @@ def decode_cursor(cursor: str | None, key: str, kind: type[Any] = object) -> Any
 
 def bad_cursor() -> ApiError:
     return bad_query("cursor", "cursor is not one this endpoint issued", "malformed cursor")
+
+
+def time_position(cursor: str | None) -> tuple[datetime | None, UUID | None]:
+    """The ``(created_at, id)`` a newest-first cursor names, ``(None, None)`` for page one."""
+    position = decode_cursor(cursor, "t", list)
+    if position is None:
+        return None, None
+    try:
+        return datetime.fromisoformat(position[0]), UUID(position[1])
+    except (ValueError, IndexError, TypeError):
+        raise bad_cursor() from None
+
+
+def time_cursor(rows: list[Row], limit: int, key: Any) -> str | None:
+    """The cursor after ``rows[limit - 1]`` when a page holds more than ``limit`` rows;
+    ``key(row)`` is its ``(created_at, id)``."""
+    if len(rows) <= limit:
+        return None
+    at, ident = key(rows[limit - 1])
+    return encode_cursor({"t": [at.isoformat(), str(ident)]})
 
 
 def as_uuid(ref: str) -> UUID | None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import ipaddress
+import json
 import os
 import signal
 import socket
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from minerva_ai.core.errors import ConfigError, MinervaError, UsageError
-from minerva_ai.service import embedded
+from minerva_ai.service import embedded, logjson
 from minerva_ai.service.config import provide_secret_key
 from minerva_ai.service.home import (
     HomeLock,
@@ -41,6 +43,7 @@ from minerva_ai.service.home import (
     stop_processes,
     write_run_file,
 )
+from minerva_ai.service.metrics_server import MULTIPROC_ENV, MetricsServer
 
 if TYPE_CHECKING:
     import uvicorn
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
 
 APP = "minerva_ai.service.app:create_app"
 WORKER_FLAG = "--worker-fd"
+OPTIONS_FLAG = "--options"
 LOCAL_PROFILE = "local"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::"}  # noqa: S104 (recognised, not bound)
@@ -80,15 +84,49 @@ class _Stopped(Exception):
 
 
 @dataclass(frozen=True)
+class HttpOptions:
+    """How uvicorn serves the app, the same in every worker (passed to them as JSON)."""
+
+    proxy_headers: bool = False
+    forwarded_allow_ips: str = "127.0.0.1"
+    root_path: str = ""
+    log_format: str = "text"
+
+
+@dataclass(frozen=True)
 class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8765
     workers: int = 1
     demo: bool = False
+    metrics_bind: tuple[str, int] | None = None
+    http: HttpOptions = HttpOptions()
+
+
+def check_http_options(http: HttpOptions) -> None:
+    """UsageError naming the option whose value uvicorn would misread."""
+    for item in (part.strip() for part in http.forwarded_allow_ips.split(",")):
+        if item == "*" or item.startswith("unix:"):
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise UsageError(
+                f"--forwarded-allow-ips: {item!r} is neither an IP address, a CIDR nor *"
+            ) from None
+    if http.root_path and (not http.root_path.startswith("/") or http.root_path.endswith("/")):
+        raise UsageError(
+            f"--root-path {http.root_path!r}: a path that starts with / and does not end "
+            "with one, e.g. /minerva"
+        )
+
+
+_json_messages = False  # `--log-format json`: the supervisor's lines are JSON too
 
 
 def _say(message: str) -> None:
-    print(f"minerva-ai: {message}", file=sys.stderr, flush=True)
+    line = logjson.message_line(message) if _json_messages else f"minerva-ai: {message}"
+    print(line, file=sys.stderr, flush=True)
 
 
 def mask_url(url: str) -> str:
@@ -273,16 +311,25 @@ class _StopSignals:
             raise _Stopped
 
 
-def _uvicorn_config() -> uvicorn.Config:
+def _uvicorn_config(http: HttpOptions) -> uvicorn.Config:
     import uvicorn
 
-    from minerva_ai.service.app import UVICORN_OPTIONS
+    from minerva_ai.service.serving import UVICORN_OPTIONS
 
-    return uvicorn.Config(APP, factory=True, **cast(dict[str, Any], UVICORN_OPTIONS))
+    options = cast(dict[str, Any], dict(UVICORN_OPTIONS))
+    options.update(
+        proxy_headers=http.proxy_headers,
+        forwarded_allow_ips=http.forwarded_allow_ips,
+        root_path=http.root_path,
+    )
+    config = logjson.log_config(http.log_format)
+    if config is not None:  # access lines are info; text keeps warnings only, no access log
+        options.update(log_config=config, log_level="info", access_log=True)
+    return uvicorn.Config(APP, factory=True, **options)
 
 
 def _graceful_timeout() -> float:
-    from minerva_ai.service.app import UVICORN_OPTIONS
+    from minerva_ai.service.serving import UVICORN_OPTIONS
 
     return float(cast(float, UVICORN_OPTIONS.get("timeout_graceful_shutdown") or 10))
 
@@ -318,6 +365,11 @@ class Supervisor:
         self.lock: HomeLock | None = None
         self.owned: list[embedded.EmbeddedServer] = []
         self.run_info: dict[str, Any] = {}
+        self.metrics: MetricsServer | None = None
+        if options.metrics_bind is not None:
+            self.metrics = MetricsServer.prepare(*options.metrics_bind)
+        else:  # nobody would read or clear it
+            os.environ.pop(MULTIPROC_ENV, None)
 
     def run(self) -> None:
         try:
@@ -334,6 +386,11 @@ class Supervisor:
             _say(f"home {self.home} (this server, pid {os.getpid()}, owns it)")
             _clear_stale_run(self.home, _graceful_timeout())
         port = probe_port(self.options.host, self.options.port)
+        if self.metrics is not None:
+            try:
+                self.metrics.port = probe_port(self.metrics.host, self.metrics.port)
+            except UsageError as exc:
+                raise UsageError(f"--metrics-bind: {exc}") from None
         url = local_url(self.options.host, port)
         self._start_databases(url)
         assert self.database_url is not None and self.redis_url is not None
@@ -343,6 +400,9 @@ class Supervisor:
         provide_secret_key(self.home or resolve_home(), self.embedded_database)
         os.environ["DATABASE_URL"] = self.database_url
         os.environ["REDIS_URL"] = self.redis_url
+        if self.metrics is not None:
+            self.metrics.start()
+            _say(f"metrics on {self.metrics.url} (Prometheus; not on the public port)")
         with bind_listener(self.options.host, port) as listener:
             workers = self.options.workers
             how = (
@@ -417,7 +477,7 @@ class Supervisor:
             _say(f"demo data loaded from {self.examples}")
 
     def _serve_in_process(self, listener: socket.socket) -> None:
-        server = _supervised_server(_uvicorn_config())
+        server = _supervised_server(_uvicorn_config(self.options.http))
         self.signals.server = server
         try:
             if self.signals.received is None:
@@ -446,6 +506,8 @@ class Supervisor:
                             "starting: see the messages above"
                         )
                     _say(f"worker pid {process.pid} exited with code {code}; starting another")
+                    if self.metrics is not None:
+                        self.metrics.process_died(process.pid)
                     workers[index] = (self._spawn_worker(listener), time.monotonic())
                     self._record_workers(workers)
                 time.sleep(0.1)
@@ -454,11 +516,19 @@ class Supervisor:
             for process, _ in workers:
                 process.wait()
 
-    @staticmethod
-    def _spawn_worker(listener: socket.socket) -> subprocess.Popen[bytes]:
+    def _spawn_worker(self, listener: socket.socket) -> subprocess.Popen[bytes]:
         fd = listener.fileno()
+        http = json.dumps(self.options.http.__dict__)
         return subprocess.Popen(
-            [sys.executable, "-m", "minerva_ai.service.supervisor", WORKER_FLAG, str(fd)],
+            [
+                sys.executable,
+                "-m",
+                "minerva_ai.service.supervisor",
+                WORKER_FLAG,
+                str(fd),
+                OPTIONS_FLAG,
+                http,
+            ],
             pass_fds=(fd,),
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops them
@@ -475,6 +545,8 @@ class Supervisor:
         for server in reversed(self.owned):  # Redis first, PostgreSQL last
             server.stop()
             _say(f"embedded {server.name} stopped")
+        if self.metrics is not None:
+            self.metrics.close()
         if self.lock is not None and self.home is not None:
             run_file(self.home).unlink(missing_ok=True)
             self.lock.release()
@@ -482,26 +554,28 @@ class Supervisor:
 
 def serve(options: ServeOptions) -> None:
     """Run the service until SIGTERM, SIGINT or SIGHUP; return once all it owns has exited."""
+    global _json_messages
+    _json_messages = options.http.log_format == "json"
     with _StopSignals() as signals:
         Supervisor(options, signals).run()
 
 
-def worker_main(fd: int) -> None:
+def worker_main(fd: int, http: HttpOptions) -> None:
     """One worker process: uvicorn on the supervisor's listening socket."""
     from minerva_ai.service.app import Server
 
     listener = socket.socket(fileno=fd)
-    Server(_uvicorn_config()).run(sockets=[listener])
+    Server(_uvicorn_config(http)).run(sockets=[listener])
 
 
 def _main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] != WORKER_FLAG or not argv[1].isdigit():
+    if len(argv) != 4 or argv[0] != WORKER_FLAG or not argv[1].isdigit() or argv[2] != OPTIONS_FLAG:
         print(
             "this is a worker of `minerva-ai server start --workers N`; run that instead",
             file=sys.stderr,
         )
         return 2
-    worker_main(int(argv[1]))
+    worker_main(int(argv[1]), HttpOptions(**json.loads(argv[3])))
     return 0
 
 

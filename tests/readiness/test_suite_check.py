@@ -4,7 +4,6 @@ live models and prompts, found, missing, and no longer live after a prompt edit.
 
 from __future__ import annotations
 
-import importlib.util
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +17,6 @@ from tests.commands.test_main import closed_port
 from tests.conftest import LiveService
 from tests.readiness.support import results
 from tests.service.conftest import client, create_feature, put_settings
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("minerva_ai.suites") is None, reason="needs issue 13"
-)
 
 SIM = {"provider": "simulator", "latency_ms": 1, "seed": 3}
 SECTIONS: dict[str, Any] = {

@@ -51,6 +51,7 @@ class Endpoint:
         alert_id: str = "00000000-0000-0000-0000-000000000000",
         silence_id: str = "00000000-0000-0000-0000-000000000000",
         test_id: str = NO_TEST,
+        run_id: str = NO_TEST,
     ) -> httpx.Response:
         fields = {
             "feature": feature,
@@ -61,6 +62,7 @@ class Endpoint:
             "alert_id": alert_id,
             "silence_id": silence_id,
             "test_id": test_id,
+            "run_id": run_id,
         }
 
         def fill(value: Any) -> Any:  # "{feature}-copy": a name of the test's own
@@ -88,6 +90,18 @@ SIMULATED = {"provider": "simulator", "latency_ms": 0}
 TEST_CALL = {
     "content": "hi",
     "settings": {"models": {"primary": "sim", "definitions": {"sim": SIMULATED}}},
+}
+# A suite run of no case (0 of 0 passed, 0 required): valid for any feature.
+TEST_RUN = {
+    "feature": "{feature}",
+    "suite_hash": "a" * 64,
+    "fingerprint": "b" * 64,
+    "status": "passed",
+    "pass_rate": 0,
+    "required_pass_rate": 0,
+    "totals": {"cases": 0, "passed": 0, "failed": 0, "errors": 0, "cached": 0},
+    "duration_ms": 1,
+    "cases": [],
 }
 # Made when the module loads: minutes old when sent, well within the retention window.
 LOG_ENTRY = {
@@ -119,6 +133,8 @@ FEATURE_ENDPOINTS = [
     Endpoint("GET", "/features/{feature}/metrics/stream", "read", streaming=True),
     Endpoint("POST", "/features/{feature}/test", "write", TEST_CALL),
     Endpoint("GET", "/features/{feature}/test/history", "read"),
+    Endpoint("POST", "/test-runs", "write", TEST_RUN),
+    Endpoint("GET", "/test-runs", "read", query=(("feature_id", "{feature}"),)),
     Endpoint("GET", "/logs", "read", query=BY_FEATURE),
     Endpoint("GET", "/logs/export", "read", query=BY_FEATURE),
     Endpoint("GET", "/logs/stream", "read", query=BY_FEATURE, streaming=True),
@@ -146,6 +162,7 @@ OTHER_ENDPOINTS = [
     Endpoint("POST", "/webhooks/{webhook_id}/rotate-secret", "admin"),
     Endpoint("POST", "/webhooks/{webhook_id}/test", "admin"),
     Endpoint("GET", "/tests/{test_id}", "read"),
+    Endpoint("GET", "/test-runs/{run_id}", "read"),
 ]
 ENDPOINTS = FEATURE_ENDPOINTS + OTHER_ENDPOINTS
 
@@ -220,12 +237,14 @@ def snapshot(org: Org) -> dict[str, Any]:
         ]  # last use aside
         logs = http.get("/logs", params={"limit": 1000}).json()["data"]
         webhooks = http.get("/webhooks").json()["data"]
+        runs = http.get("/test-runs").json()["data"]
     return {
         "features": features,
         "settings": settings,
         "tokens": tokens,
         "logs": logs,
         "webhooks": webhooks,
+        "test_runs": runs,
     }
 
 
@@ -254,7 +273,7 @@ def test_a_name_means_the_callers_own_feature(world: World, endpoint: Endpoint) 
     before = snapshot(world.mine)
     with other.client() as http:
         response = endpoint.call(http, "tagger")
-    assert response.status_code == 200, response.text
+    assert response.status_code in (200, 201), response.text
     assert snapshot(world.mine) == before
 
 
@@ -264,6 +283,42 @@ def test_another_organizations_test_is_404(world: World) -> None:
     with world.theirs.client() as http:
         error = assert_error(http.get(f"/tests/{mine}"), 404, "not_found")
         ghost = assert_error(http.get(f"/tests/{NO_TEST}"), 404, "not_found")
+    assert error["message"].replace(mine, NO_TEST) == ghost["message"]
+
+
+def test_another_organizations_test_run_is_404_and_unlisted(world: World) -> None:
+    with world.mine.client() as http:
+        created = http.post("/test-runs", json={**TEST_RUN, "feature": "tagger"})
+        mine = created.json()["data"]["id"]
+        test_id = http.post("/features/tagger/test", json=TEST_CALL).json()["data"]["id"]
+    with world.theirs.client() as http:
+        error = assert_error(http.get(f"/test-runs/{mine}"), 404, "not_found")
+        ghost = assert_error(http.get(f"/test-runs/{NO_TEST}"), 404, "not_found")
+        assert mine not in {r["id"] for r in http.get("/test-runs").json()["data"]}
+        # a test of another organization cannot be referenced by a run
+        case = {
+            "name": "a",
+            "combination": {},
+            "status": "pass",
+            "runs": 1,
+            "repeat": 1,
+            "passed_runs": 1,
+            "flaky": False,
+            "latency_ms": 1.0,
+            "cost": 0.0,
+            "model": "sim",
+            "cached": 0,
+            "score": 1.0,
+            "failures": [],
+            "error": None,
+            "test_ids": [test_id],
+        }
+        totals = {"cases": 1, "passed": 1, "failed": 0, "errors": 0, "cached": 0}
+        body = {**TEST_RUN, "feature": "tagger", "cases": [case], "totals": totals}
+        refused = assert_error(
+            http.post("/test-runs", json={**body, "pass_rate": 100}), 422, "validation_failed"
+        )
+        assert "1 of 1 test ids are not tests of feature 'tagger'" in refused["message"]
     assert error["message"].replace(mine, NO_TEST) == ghost["message"]
 
 
@@ -356,6 +411,7 @@ def test_a_token_with_the_scope_is_let_through(
             hook = http.post("/webhooks", json={**WEBHOOK, "name": f"{name}-own"}).json()["data"]
         silence = http.post("/silences", json={**SILENCE, "feature": name}).json()["data"]["id"]
         test_id = http.post(f"/features/{name}/test", json=TEST_CALL).json()["data"]["id"]
+        run = http.post("/test-runs", json={**TEST_RUN, "feature": name}).json()["data"]["id"]
     alert = open_alert(world.mine, name)
     with world.mine.client(world.token_of(scope)) as http:
         response = endpoint.call(
@@ -366,6 +422,7 @@ def test_a_token_with_the_scope_is_let_through(
             alert_id=alert,
             silence_id=silence,
             test_id=test_id,
+            run_id=run,
         )
     assert response.status_code in (200, 201), response.text
 

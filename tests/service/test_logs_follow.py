@@ -17,6 +17,7 @@ import httpx
 import psycopg
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
@@ -644,6 +645,8 @@ def test_a_slow_consumer_gets_overflow_and_resumes_by_cursor(inspectable: Inspec
     http = client_for(service, org.token)
     tagger = create_feature(http, "tagger")
     sent: list[str] = []
+    overflows = {"queue": "log_follower"}  # the service's metric (server start --metrics-bind)
+    overflowed_before = REGISTRY.get_sample_value("minerva_queue_overflows_total", overflows) or 0
 
     async def scenario() -> None:
         sock = tiny_window_socket(service.url)
@@ -674,6 +677,8 @@ def test_a_slow_consumer_gets_overflow_and_resumes_by_cursor(inspectable: Inspec
             await aingest(http, more)
             sent.extend(ids(more))
             assert follower.queue.qsize() <= queued
+            overflowed = REGISTRY.get_sample_value("minerva_queue_overflows_total", overflows)
+            assert overflowed == overflowed_before + 1  # counted once, however much more came
             # Read again: what was queued, then `overflow` with the cursor to resume from.
             got: list[dict[str, Any]] = []
             async with asyncio.timeout(30):

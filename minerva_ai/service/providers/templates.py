@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
-PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+from minerva_ai.core.templates import PLACEHOLDER, template_variables
+
+__all__ = ["PLACEHOLDER", "MissingVariables", "render", "template_problem", "template_variables"]
 
 
 class MissingVariables(Exception):
@@ -22,10 +23,6 @@ def template_problem(template: str) -> str | None:
     if "{{" in rest or "}}" in rest:
         return "unbalanced or malformed {{ }} placeholder (use {{ variable_name }})"
     return None
-
-
-def template_variables(template: str) -> list[str]:
-    return list(dict.fromkeys(PLACEHOLDER.findall(template)))
 
 
 def missing_variables(templates: list[str], variables: Mapping[str, str]) -> list[str]:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import StreamingResponse
 
 from minerva_ai.core.protocol import ExportFormat
-from minerva_ai.service import logs
+from minerva_ai.service import logs, telemetry
 from minerva_ai.service.apidoc import REF, answers, request_body
 from minerva_ai.service.deps import Principal, Reader, StateDep, scope
 from minerva_ai.service.errors import ApiError
@@ -109,6 +109,9 @@ async def logs_ingest(request: Request, state: StateDep, principal: Ingester) ->
             state.config.log_retention,
             committed,
         )
+    telemetry.LOG_ENTRIES.labels("stored").inc(result.stored)
+    telemetry.LOG_ENTRIES.labels("duplicate").inc(result.duplicates)
+    telemetry.LOG_ENTRIES.labels("rejected").inc(len(result.rejected))
     if parsed and not result.stored and not result.duplicates:
         first = result.rejected[0]
         raise ApiError(

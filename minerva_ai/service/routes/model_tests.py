@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from minerva_ai.service import model_tests, store
+from minerva_ai.service import model_tests, store, test_cache
 from minerva_ai.service.apidoc import answers, request_body
 from minerva_ai.service.db import queries
 from minerva_ai.service.deps import Reader, StateDep, Writer
@@ -77,6 +77,21 @@ async def tests_run(
             "unpriced_model",
         )
 
+    cache_key = None
+    if spec.cache:
+        cache_key = test_cache.key(org_id, plan.models, call_input)
+        entry = await test_cache.get(state.limiter.redis, cache_key)
+        if entry is not None:
+            # A hit: the original answer (its latency and cost), stored as a test of its
+            # own; no model call, no log entry, no rate limit used.
+            test_id, request_id, created_at = model_tests.new_ids()
+            view = model_tests.result_view(
+                test_id, created_at, plan, spec, request_id, entry, cached=True
+            )
+            async with state.pool.connection() as conn:
+                await model_tests.save(conn, org_id, view)
+            return ok(view)
+
     async def usage(windows: Windows) -> Usage:
         async with state.pool.connection() as conn:
             row = await (
@@ -115,7 +130,8 @@ async def tests_run(
     outcome = await calls.call_chain(state.providers, plan.models, call_input)
     elapsed_ms = (time.perf_counter() - started) * 1000
     await state.limiter.settle(reservation, outcome.tokens_in + outcome.tokens_out, outcome.cost)
-    view = model_tests.result_view(test_id, created_at, plan, spec, request_id, outcome, elapsed_ms)
+    answer = model_tests.answer_part(outcome, elapsed_ms)
+    view = model_tests.result_view(test_id, created_at, plan, spec, request_id, answer)
     topic = f"logs:{org_id}"
 
     async def committed(seq: int) -> None:
@@ -138,6 +154,8 @@ async def tests_run(
 
     # Two connections, two commits at once: one commit's wait less per call.
     await asyncio.gather(save(), log_attempts())
+    if cache_key is not None and view["status"] == "success":  # errors are never cached
+        await test_cache.put(state.limiter.redis, cache_key, answer, state.config.test_cache_ttl_s)
     return ok(view)
 
 
