@@ -7,28 +7,17 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from minerva_ai.readiness.model import Status
 from tests.commands.test_main import closed_port
+from tests.commands.test_suite import SECTIONS
 from tests.conftest import LiveService
 from tests.readiness.support import results
 from tests.service.conftest import client, create_feature, put_settings
 
-SIM = {"provider": "simulator", "latency_ms": 1, "seed": 3}
-SECTIONS: dict[str, Any] = {
-    "models": {
-        "primary": "sim",
-        "definitions": {
-            "sim": {**SIM, "output": "Refund for: {{ input }}"},
-            "broken": {**SIM, "error_rate": 1},
-        },
-    },
-    "prompts": {"summarize": {"template": "Summarize {{ ticket }}"}},
-}
 SUITES = {
     "passing.yaml": """\
         feature: support
