@@ -7,13 +7,14 @@ DEMO_DIR := $(CURDIR)/.demo
 DEMO_PORT ?= 8765
 DEMO_ENV := MINERVA_HOME=$(DEMO_DIR)/home MINERVA_CONFIG_DIR=$(DEMO_DIR)/config MINERVA_PROFILE=local
 
-.PHONY: help install install-server lint typecheck format test test-fast demo demo-stop openapi cli-docs docs bench bench-tools clean
+.PHONY: help install install-server lint typecheck format test test-fast readiness demo demo-stop openapi cli-docs docs bench bench-tools clean
 
 help:
 	@echo "make demo       start the service on embedded databases with the demo organization, tour the CLI"
 	@echo "make demo-stop  stop the demo service, its traffic and its webhook receiver"
 	@echo "make test       install, lint, type-check and run the tests with coverage"
 	@echo "make docs       regenerate docs/api/openapi.yaml and docs/cli-reference.md"
+	@echo "make readiness  the release gate of readiness.yaml (after make test: coverage, docs, wheel)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +49,15 @@ format: install
 # wall time of one on a 2-core machine.
 test: lint typecheck
 	$(BIN)/pytest -p no:cacheprovider -n 2 --cov --cov-report=term --cov-report=xml:.coverage.xml
+	$(MAKE) --no-print-directory readiness
+
+# The project's own release gate (readiness.yaml): coverage of the run above, docs, the
+# committed OpenAPI document, the wheel's size. Its exit code is make's.
+readiness: install
+	@mkdir -p dist && rm -f dist/minerva_ai-*.whl
+	@$(BIN)/pip wheel --quiet --no-deps --no-build-isolation -w dist . >dist/wheel.log 2>&1 \
+		|| { cat dist/wheel.log; exit 1; }
+	PYTHON=$(BIN)/python $(BIN)/minerva-ai readiness-check
 
 test-fast: install
 	$(BIN)/pytest -x -q -m "not slow"
@@ -79,4 +89,4 @@ bench: install bench-tools
 	$(BIN)/python bench/run.py
 
 clean: demo-stop
-	rm -rf $(VENV) $(DEMO_DIR) .coverage .coverage.* .coverage.xml
+	rm -rf $(VENV) $(DEMO_DIR) .coverage .coverage.* .coverage.xml dist build

@@ -39,6 +39,10 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "Put load on the service over HTTP and WebSocket; gate on thresholds.",
     ),
     "logs": ("minerva_ai.commands.logs:logs", "Send, tail, follow and export log entries."),
+    "readiness-check": (
+        "minerva_ai.commands.readiness:readiness_check",
+        "Run release checks from a readiness.yaml; pass, warn, fail or error for each.",
+    ),
     "test": (
         "minerva_ai.commands.test:test",
         "Run model and prompt tests and suites through the service; read, compare and export them.",

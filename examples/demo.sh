@@ -165,11 +165,26 @@ run test runs list --feature support-summarizer --fingerprint live --limit 3
 run load-test --scenario examples/scenarios/journey.yaml --users 20 --duration 8s \
     --threshold 'http_req_duration:p(95)<2000' --threshold 'ws_connecting:p(95)<2000'
 
+# The plan's production-readiness-check, made general: examples/readiness.yaml. Coverage
+# needs a `make test` first and the audit pip-audit (and the network): skipped without them.
+skip=()
+[ -f .coverage.xml ] || skip+=(--skip "test coverage")
+"$BIN/python" -c "import pip_audit" 2>/dev/null || skip+=(--skip "security audit")
+mkdir -p "$DEMO_DIR/dist" && rm -f "$DEMO_DIR"/dist/minerva_ai-*.whl
+if ! "$BIN/pip" wheel --quiet --no-deps --no-build-isolation -w "$DEMO_DIR/dist" . \
+    >"$DEMO_DIR/wheel.log" 2>&1; then
+    echo "(the wheel did not build, see $DEMO_DIR/wheel.log: its size is not checked)"
+    skip+=(--skip "bundle size")
+fi
+PYTHON="$BIN/python" WHEEL_DIR="$DEMO_DIR/dist" run readiness-check -c examples/readiness.yaml \
+    "${skip[@]}" --report md="$DEMO_DIR/readiness.md"
+
 cat <<TXT
 
 The demo service keeps running at http://127.0.0.1:$DEMO_PORT with its data in $MINERVA_HOME,
 and a traffic generator writes logs to it for an hour (log: $TRAFFIC_LOG); a webhook
-receiver prints the alerts it is sent (log: $RECEIVER_LOG).
+receiver prints the alerts it is sent (log: $RECEIVER_LOG). The readiness report, as
+Markdown for a CI summary: $DEMO_DIR/readiness.md.
 Use it from this shell with:
     export MINERVA_CONFIG_DIR=$MINERVA_CONFIG_DIR MINERVA_PROFILE=local
     $CLI features list

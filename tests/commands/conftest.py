@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
@@ -21,11 +22,16 @@ def invoke(args: Sequence[str], input: str | None = None, **env: str | None) -> 
 
 
 def run_process(
-    args: Sequence[str], input: str | None = None, timeout: float = 60, **env: str
+    args: Sequence[str],
+    input: str | None = None,
+    timeout: float = 60,
+    cwd: Path | None = None,
+    **env: str,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the installed `minerva-ai` script in a subprocess."""
+    """Run the installed `minerva-ai` script in a subprocess (in ``cwd``)."""
     return subprocess.run(
         [MINERVA_AI, *args],
+        cwd=cwd,
         input=input,
         capture_output=True,
         text=True,
