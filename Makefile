@@ -63,10 +63,12 @@ test-fast: install
 	$(BIN)/pytest -x -q -m "not slow"
 
 openapi: install
-	$(BIN)/python -m minerva_ai.service.openapi > docs/api/openapi.yaml
+	$(BIN)/python -m minerva_ai.service.openapi > docs/api/openapi.yaml.tmp
+	mv docs/api/openapi.yaml.tmp docs/api/openapi.yaml
 
 cli-docs: install
-	$(BIN)/python -m minerva_ai.commands.reference > docs/cli-reference.md
+	$(BIN)/python -m minerva_ai.commands.reference > docs/cli-reference.md.tmp
+	mv docs/cli-reference.md.tmp docs/cli-reference.md
 
 docs: openapi cli-docs
 
