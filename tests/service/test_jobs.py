@@ -41,14 +41,14 @@ def recording_job(holder: str) -> Job:
         async with lease.transaction() as conn:
             row = await (
                 await conn.execute(
-                    "INSERT INTO test_runs (holder, epoch, started) "
+                    "INSERT INTO job_runs_seen (holder, epoch, started) "
                     "VALUES (%s, %s, clock_timestamp()) RETURNING id",
                     (holder, lease.epoch),
                 )
             ).fetchone()
             await conn.execute("SELECT pg_sleep(0.02)")
             await conn.execute(
-                "UPDATE test_runs SET finished = clock_timestamp() WHERE id = %s", (row["id"],)
+                "UPDATE job_runs_seen SET finished = clock_timestamp() WHERE id = %s", (row["id"],)
             )
 
     return Job(JOB, 0.01, run)
@@ -56,7 +56,7 @@ def recording_job(holder: str) -> Job:
 
 async def runs(pool: AsyncConnectionPool[Any]) -> list[dict[str, Any]]:
     async with pool.connection() as conn:
-        return await (await conn.execute("SELECT * FROM test_runs ORDER BY started")).fetchall()
+        return await (await conn.execute("SELECT * FROM job_runs_seen ORDER BY started")).fetchall()
 
 
 def assert_never_overlapping(rows: list[dict[str, Any]]) -> None:
@@ -69,7 +69,7 @@ def test_one_instance_runs_a_job_and_another_takes_over_when_it_stops(database_u
         async with async_pool(database_url) as pool:
             async with pool.connection() as conn:
                 await conn.execute(
-                    "CREATE TABLE test_runs (id serial PRIMARY KEY, holder text, epoch bigint,"
+                    "CREATE TABLE job_runs_seen (id serial PRIMARY KEY, holder text, epoch bigint,"
                     " started timestamptz, finished timestamptz)"
                 )
             # a lease long enough that no renewal misses it on a busy machine: the handover
