@@ -25,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
 from benchlib import (
+    Databases,
     HttpPool,
     Service,
     add_run_options,
@@ -40,6 +42,7 @@ from benchlib import (
     pinned,
     quiet_machine,
 )
+from logslib import CpuMeter, PySpy, postmaster_pid, top_frames
 
 from minerva_ai.core.protocol import API_PREFIX
 
@@ -85,8 +88,13 @@ async def provider(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
 
 
 async def overhead(
-    service: Service, token: str, provider_port: int, seconds: float
+    service: Service,
+    dbs: Databases,
+    provider_port: int,
+    seconds: float,
+    py_spy: Path | None = None,
 ) -> dict[str, Any]:
+    token = dbs.token
     pool = HttpPool(service.port, token, timeout_s=30)
     body = orjson.dumps({"name": "bench-test"})
     status, _ = await pool.request("POST", f"{API_PREFIX}/features", body)
@@ -137,18 +145,23 @@ async def overhead(
         inside.append(result["output"]["processingTime"] - PROVIDER_S * 1000)
 
     count = int(seconds * RATE)
-    begin = time.perf_counter()
-    late = 0.0
-    tasks = []
-    for i in range(count):
-        due = begin + i / RATE
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            late = max(late, -delay)
-        tasks.append(asyncio.create_task(one()))
-    await asyncio.gather(*tasks)
+    assert service.process is not None
+    meter = CpuMeter(service=(service.process.pid, False), postgres=(postmaster_pid(dbs), True))
+    with PySpy(service.process.pid, py_spy / "model-tests.txt" if py_spy else None):
+        meter.start()
+        begin = time.perf_counter()
+        late = 0.0
+        tasks = []
+        for i in range(count):
+            due = begin + i / RATE
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                late = max(late, -delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+        used = meter.stop()
     pool.close()
     latencies.sort()
     inside.sort()
@@ -167,6 +180,10 @@ async def overhead(
             "p50": round(percentile(inside, 0.50), 2),
             "p99": round(percentile(inside, 0.99), 2),
         },
+        # CPU time per call (user + system, from /proc): noise on a shared machine moves it
+        # much less than latency.
+        "cpu_ms_per_call": {name: round(s * 1000 / count, 3) for name, s in used.items()},
+        "cpu_share": {name: round(v, 3) for name, v in meter.shares().items()},
     }
 
 
@@ -223,7 +240,7 @@ async def limiter(redis_url: str) -> dict[str, Any]:
 def main() -> int:
     parser = bench_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=30, help="length of (a) (default 30)")
-    add_run_options(parser)
+    add_run_options(parser, py_spy="sample the service with py-spy during (a): DIR/model-tests.txt")
     args = parser.parse_args()
     busy = quiet_machine(args.wait_quiet)
     results: dict[str, Any] = {"command": command_line(), "busy_before": busy}
@@ -240,13 +257,19 @@ def main() -> int:
             server, port = await serve_provider()
             try:
                 with Service("minerva", dbs, cpu=0) as service, pinned(1):
-                    results["overhead"] = await overhead(service, dbs.token, port, args.seconds)
+                    results["overhead"] = await overhead(
+                        service, dbs, port, args.seconds, args.py_spy
+                    )
             finally:
                 server.close()
             results["limiter"] = await limiter(dbs.redis_url)
 
         asyncio.run(run_all())
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+    if args.py_spy and (args.py_spy / "model-tests.txt").exists():
+        print("py-spy, the service during (a) (own time):")
+        for share, frame in top_frames(args.py_spy / "model-tests.txt", own=True):
+            print(f"  {share:6.1%}  {frame}")
     return finish(results, args.json)
 
 

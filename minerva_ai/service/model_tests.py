@@ -357,8 +357,9 @@ def new_ids() -> tuple[UUID, str, datetime]:
     return uuid4(), uuid4().hex, datetime.now(UTC)
 
 
-async def save(conn: Conn, org_id: UUID, view: dict[str, Any]) -> None:
-    await conn.execute(
+def save_statement(org_id: UUID, view: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Storing the result: run by ``logs.ingest`` in the transaction of its attempts' logs."""
+    return (
         queries()["insert_model_test"],
         {
             "id": view["id"],
@@ -374,6 +375,10 @@ async def save(conn: Conn, org_id: UUID, view: dict[str, Any]) -> None:
             ),
         },
     )
+
+
+async def save(conn: Conn, org_id: UUID, view: dict[str, Any]) -> None:
+    await conn.execute(*save_statement(org_id, view))
 
 
 def _stored(row: Row) -> dict[str, Any]:

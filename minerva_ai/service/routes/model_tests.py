@@ -3,7 +3,6 @@ feature's past tests, show one."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Any
 
@@ -121,23 +120,18 @@ async def tests_run(
     async def committed(seq: int) -> None:
         await state.bus.publish(topic, {"seq": seq})
 
-    async def save() -> None:
-        async with state.pool.connection() as conn:
-            await model_tests.save(conn, org_id, view)
-
-    async def log_attempts() -> None:
-        async with state.pool.connection() as conn:
-            await ingest(
-                conn,
-                state.partitions,
-                org_id,
-                model_tests.attempt_logs(view, created_at),
-                state.config.log_retention,
-                committed,
-            )
-
-    # Two connections, two commits at once: one commit's wait less per call.
-    await asyncio.gather(save(), log_attempts())
+    # The result and its attempts' log entries: one transaction, one round trip.
+    async with state.pool.connection() as conn:
+        await ingest(
+            conn,
+            state.partitions,
+            org_id,
+            model_tests.attempt_logs(view, created_at),
+            state.config.log_retention,
+            committed,
+            features={view["feature_id"]: plan.feature["id"]},
+            also=[model_tests.save_statement(org_id, view)],
+        )
     return ok(view)
 
 
