@@ -383,9 +383,7 @@ BATCH_SIZES = pytest.mark.parametrize("count", [MAX_ROWS_GIVEN, MAX_ROWS_GIVEN +
 
 
 @BATCH_SIZES
-def test_cursor_order_is_the_order_sent_not_the_timestamps(
-    http: httpx.Client, count: int
-) -> None:
+def test_cursor_order_is_the_order_sent_not_the_timestamps(http: httpx.Client, count: int) -> None:
     # newest timestamp first, features interleaved, aliases mixed in
     entries = [
         log_entry(
@@ -431,8 +429,8 @@ def test_an_entry_reads_back_the_same_whatever_the_size_of_its_batch(
         **bare,
         "id": second["id"],
         "source": "",
-        **{n: None for n in ("request_id", "model", "latency_ms", "tokens_in")},
-        **{n: None for n in ("tokens_out", "cost", "status", "attributes")},
+        **dict.fromkeys(("request_id", "model", "latency_ms", "tokens_in")),
+        **dict.fromkeys(("tokens_out", "cost", "status", "attributes")),
         "committed_at": second["committed_at"],
         "cursor": second["cursor"],
     }
