@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
-from typing import Any, LiteralString, cast
+from typing import Any, LiteralString
 
 import orjson
 from psycopg import AsyncConnection, sql
@@ -55,7 +55,7 @@ STAGING_COLUMNS = (
     "status",
     "attributes",
 )
-Statement = tuple[sql.Composable, dict[str, Any]]
+Statement = tuple[sql.SQL | sql.Composed, dict[str, Any]]
 
 
 @dataclass
@@ -168,7 +168,7 @@ def insert_logs(rows: str) -> sql.SQL:
     """The INSERT of a batch whose entries come from ``rows``: ``log_rows_staged`` (the
     staging table COPY filled) or ``log_rows_given`` (parameters named by STAGING_COLUMNS)."""
     composed = queries()["insert_logs_from_staging"].format(rows=queries()[rows])
-    return sql.SQL(cast(LiteralString, composed.as_string()))
+    return sql.SQL(composed.as_string())
 
 
 async def ingest(
@@ -242,8 +242,10 @@ async def _commit(
 
     The commit lock, the insert and the commit go out in one round trip (a pipeline), so
     the lock is never held while this event loop serves other requests: +10-29% ingest
-    throughput (bench/logs_ingest.py). Hence BEGIN/COMMIT by hand, on the pool's
-    autocommit connection."""
+    throughput (bench/logs_ingest.py). Hence BEGIN/COMMIT by hand around the COPY, on the
+    pool's autocommit connection. Without the COPY there is no BEGIN/COMMIT to send: on an
+    autocommit connection the statements of a pipeline up to its Sync (sent when the block
+    ends) are one implicit transaction, which holds the lock to its end as well."""
     inserted = None
     try:
         if staged is not None:
@@ -254,8 +256,6 @@ async def _commit(
                     await copy.write_row(row)
             insert = (insert_logs("log_rows_staged"), {})
         async with conn.pipeline():
-            if staged is None:
-                await conn.execute("BEGIN")
             if insert is not None:
                 await conn.execute(
                     queries()["lock_org_log_commits"],
@@ -267,7 +267,8 @@ async def _commit(
                 )
             for statement, params in also:
                 await conn.execute(statement, params)
-            await conn.execute("COMMIT")
+            if staged is not None:
+                await conn.execute("COMMIT")
     except BaseException:
         if conn.info.transaction_status != TransactionStatus.IDLE:
             await conn.execute("ROLLBACK")

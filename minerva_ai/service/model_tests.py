@@ -22,6 +22,7 @@ from minerva_ai.service import store
 from minerva_ai.service.db import Row, queries
 from minerva_ai.service.errors import ApiError, not_found
 from minerva_ai.service.feature_settings import validate_sections
+from minerva_ai.service.logs import Statement
 from minerva_ai.service.providers import call as calls
 from minerva_ai.service.providers.policy import KeyPolicy
 from minerva_ai.service.providers.templates import MissingVariables, render
@@ -357,7 +358,7 @@ def new_ids() -> tuple[UUID, str, datetime]:
     return uuid4(), uuid4().hex, datetime.now(UTC)
 
 
-def save_statement(org_id: UUID, view: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def save_statement(org_id: UUID, view: dict[str, Any]) -> Statement:
     """Storing the result: run by ``logs.ingest`` in the transaction of its attempts' logs."""
     return (
         queries()["insert_model_test"],
