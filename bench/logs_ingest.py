@@ -78,6 +78,7 @@ from minerva_ai.core.protocol import API_PREFIX
 from minerva_ai.service import log_entries
 from minerva_ai.service.db import queries
 from minerva_ai.service.locks import Lock
+from minerva_ai.service.logs import insert_logs
 from minerva_ai.service.metrics import LATENCY_BOUNDS
 
 RATIO_GOAL = 0.8
@@ -158,7 +159,7 @@ def raw_client(
                     {"lock": Lock.LOG_COMMITS, "organization_id": org_id},
                 )
                 inserted = conn.execute(
-                    q["insert_logs_from_staging"], {"latency_bounds": list(LATENCY_BOUNDS)}
+                    insert_logs("log_rows_staged"), {"latency_bounds": list(LATENCY_BOUNDS)}
                 )
                 stored += len(inserted.fetchall())
         end = time.monotonic()

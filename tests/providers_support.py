@@ -39,6 +39,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: bytes
+    peer: tuple[str, int] = ("", 0)  # the client's address and port: its connection
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -165,6 +166,10 @@ ANTHROPIC_ERRORS = {
 }
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # socketserver's 5 resets a burst of new connections
+
+
 class FakeProvider:
     """The loopback server; ``url`` is its base (``url + "/v1"`` is OpenAI's base_url)."""
 
@@ -185,7 +190,11 @@ class FakeProvider:
                 length = int(self.headers.get("content-length", 0))
                 body = self.rfile.read(length)
                 recorded = Recorded(
-                    "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body
+                    "POST",
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                    self.client_address,
                 )
                 with provider._lock:
                     provider.requests.append(recorded)
@@ -200,7 +209,7 @@ class FakeProvider:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout): what a real provider sees too
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

@@ -82,7 +82,8 @@ async def principal_for(state: AppState, token: str | None) -> Principal:
         ).fetchone()
         if row is None:
             raise ApiError(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
-        await conn.execute(queries()["touch_token"], {"id": row["id"]})
+        if row["touch_due"]:
+            await conn.execute(queries()["touch_token"], {"id": row["id"]})
     return Principal(
         row["organization_id"],
         row["organization_name"],

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from typing import Any, LiteralString
 
 import orjson
@@ -32,6 +33,29 @@ from minerva_ai.service.principal import Principal
 Conn = AsyncConnection[Row]
 
 MAX_ROWS_PER_TRANSACTION = 1000
+# A batch of at most this many entries goes in as parameters of the INSERT, in one round
+# trip with its transaction, instead of through the staging table (create, TRUNCATE, COPY:
+# four round trips more, and a new file for the TRUNCATE). Most single calls are one entry.
+MAX_ROWS_GIVEN = 16
+STAGING_COLUMNS = (
+    "ord",
+    "organization_id",
+    "feature_id",
+    "client_id",
+    "timestamp",
+    "level",
+    "message",
+    "source",
+    "request_id",
+    "model",
+    "latency_ms",
+    "tokens_in",
+    "tokens_out",
+    "cost",
+    "status",
+    "attributes",
+)
+Statement = tuple[sql.SQL | sql.Composed, dict[str, Any]]
 
 
 @dataclass
@@ -139,6 +163,14 @@ class Partitions:
         self.known.update(missing)
 
 
+@cache
+def insert_logs(rows: str) -> sql.SQL:
+    """The INSERT of a batch whose entries come from ``rows``: ``log_rows_staged`` (the
+    staging table COPY filled) or ``log_rows_given`` (parameters named by STAGING_COLUMNS)."""
+    composed = queries()["insert_logs_from_staging"].format(rows=queries()[rows])
+    return sql.SQL(composed.as_string())
+
+
 async def ingest(
     conn: Conn,
     partitions: Partitions,
@@ -146,51 +178,46 @@ async def ingest(
     parsed: list[tuple[dict[str, Any], Any]],
     retention: timedelta,
     committed: Callable[[int], Awaitable[None]] | None = None,
+    *,
+    features: dict[str, uuid.UUID] | None = None,
+    also: Iterable[Statement] = (),
 ) -> IngestResult:
     """Store every valid entry (skipping ones already stored); report the rest by position.
 
     ``committed`` is awaited with the newest cursor after each transaction, so followers
-    hear of a large request's first rows without waiting for its last.
+    hear of a large request's first rows without waiting for its last. ``features`` (ref ->
+    id), when the caller knows every feature its entries name, saves looking them up.
+    ``also``: statements that commit in the first transaction (in one when no entry is
+    valid), e.g. a row that must be stored with the entries.
     """
     result = IngestResult()
     now = datetime.now(UTC)
-    features = await resolve_features(conn, org_id, (e for _, e in parsed))
+    if features is None:
+        features = await resolve_features(conn, org_id, (e for _, e in parsed))
     rows: list[tuple[Any, ...]] = []
     for position, entry in parsed:
         try:
             rows.append((len(rows), org_id, *validate_entry(entry, features, now, retention)))
         except Rejected as exc:
             result.rejected.append({**position, "field": exc.field, "error": exc.reason})
+    also = list(also)
     if not rows:
+        if also:
+            await _commit(conn, org_id, None, also)
         return result
     await partitions.ensure(conn, {row[4].date() for row in rows})
-    await conn.execute(queries()["create_log_staging"])
+    if len(rows) > MAX_ROWS_GIVEN:
+        await conn.execute(queries()["create_log_staging"])
     for start in range(0, len(rows), MAX_ROWS_PER_TRANSACTION):
         chunk = rows[start : start + MAX_ROWS_PER_TRANSACTION]
-        # One transaction per chunk. The commit lock, the insert and the commit go out in
-        # one round trip (a pipeline), so the lock is never held while this event loop
-        # serves other requests: +10-29% ingest throughput (bench/logs_ingest.py). Hence
-        # BEGIN/COMMIT by hand, on the pool's autocommit connection.
-        try:
-            await conn.execute("BEGIN")
-            await conn.execute(queries()["truncate_log_staging"])
-            async with conn.cursor().copy(queries()["copy_log_staging"]) as copy:
-                for row in chunk:
-                    await copy.write_row(row)
-            async with conn.pipeline():
-                await conn.execute(
-                    queries()["lock_org_log_commits"],
-                    {"lock": Lock.LOG_COMMITS, "organization_id": org_id},
-                )
-                inserted = await conn.execute(
-                    queries()["insert_logs_from_staging"],
-                    {"latency_bounds": list(LATENCY_BOUNDS)},
-                )
-                await conn.execute("COMMIT")
-        except BaseException:
-            if conn.info.transaction_status != TransactionStatus.IDLE:
-                await conn.execute("ROLLBACK")
-            raise
+        statements, also = also, []
+        if len(rows) <= MAX_ROWS_GIVEN:
+            values = zip(*chunk, strict=True)
+            columns = {name: list(v) for name, v in zip(STAGING_COLUMNS, values, strict=True)}
+            given = (insert_logs("log_rows_given"), columns)
+            inserted = await _commit(conn, org_id, given, statements)
+        else:
+            inserted = await _commit(conn, org_id, None, statements, chunk)
         seqs = [r["seq"] for r in await inserted.fetchall()]
         result.stored += len(seqs)
         result.duplicates += len(chunk) - len(seqs)
@@ -201,6 +228,52 @@ async def ingest(
     if result.max_seq:
         result.cursor = str(result.max_seq)
     return result
+
+
+async def _commit(
+    conn: Conn,
+    org_id: uuid.UUID,
+    insert: Statement | None,
+    also: list[Statement],
+    staged: list[tuple[Any, ...]] | None = None,
+) -> Any:
+    """One transaction: the entries (``insert``, or ``staged`` through the staging table),
+    then ``also``; the cursor of the INSERT's new seqs (None without entries).
+
+    The commit lock, the insert and the commit go out in one round trip (a pipeline), so
+    the lock is never held while this event loop serves other requests: +10-29% ingest
+    throughput (bench/logs_ingest.py). Hence BEGIN/COMMIT by hand around the COPY, on the
+    pool's autocommit connection. Without the COPY there is no BEGIN/COMMIT to send: on an
+    autocommit connection the statements of a pipeline up to its Sync (sent when the block
+    ends) are one implicit transaction, which holds the lock to its end as well."""
+    inserted = None
+    try:
+        if staged is not None:
+            await conn.execute("BEGIN")
+            await conn.execute(queries()["truncate_log_staging"])
+            async with conn.cursor().copy(queries()["copy_log_staging"]) as copy:
+                for row in staged:
+                    await copy.write_row(row)
+            insert = (insert_logs("log_rows_staged"), {})
+        async with conn.pipeline():
+            if insert is not None:
+                await conn.execute(
+                    queries()["lock_org_log_commits"],
+                    {"lock": Lock.LOG_COMMITS, "organization_id": org_id},
+                )
+                statement, params = insert
+                inserted = await conn.execute(
+                    statement, {**params, "latency_bounds": list(LATENCY_BOUNDS)}
+                )
+            for statement, params in also:
+                await conn.execute(statement, params)
+            if staged is not None:
+                await conn.execute("COMMIT")
+    except BaseException:
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            await conn.execute("ROLLBACK")
+        raise
+    return inserted
 
 
 @dataclass(frozen=True)

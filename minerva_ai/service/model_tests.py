@@ -23,6 +23,7 @@ from minerva_ai.service.bodies import parse_body
 from minerva_ai.service.db import Row, queries
 from minerva_ai.service.errors import ApiError, not_found
 from minerva_ai.service.feature_settings import validate_sections
+from minerva_ai.service.logs import Statement
 from minerva_ai.service.providers import call as calls
 from minerva_ai.service.providers.policy import KeyPolicy
 from minerva_ai.service.providers.templates import MissingVariables, render
@@ -367,8 +368,9 @@ def new_ids() -> tuple[UUID, str, datetime]:
     return uuid4(), uuid4().hex, datetime.now(UTC)
 
 
-async def save(conn: Conn, org_id: UUID, view: dict[str, Any]) -> None:
-    await conn.execute(
+def save_statement(org_id: UUID, view: dict[str, Any]) -> Statement:
+    """Storing the result: run by ``logs.ingest`` in the transaction of its attempts' logs."""
+    return (
         queries()["insert_model_test"],
         {
             "id": view["id"],
@@ -384,6 +386,10 @@ async def save(conn: Conn, org_id: UUID, view: dict[str, Any]) -> None:
             ),
         },
     )
+
+
+async def save(conn: Conn, org_id: UUID, view: dict[str, Any]) -> None:
+    await conn.execute(*save_statement(org_id, view))
 
 
 def _stored(row: Row) -> dict[str, Any]:

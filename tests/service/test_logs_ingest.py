@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from minerva_ai.service.app import create_app
+from minerva_ai.service.logs import MAX_ROWS_GIVEN
 from tests.conftest import Servers, service_config
 from tests.service.conftest import (
     LOG_ENTRY_FIELDS,
@@ -377,13 +378,59 @@ def test_a_large_request_is_stored_in_several_transactions_in_the_order_sent(
     assert transactions is not None and transactions[0] == 3
 
 
-def test_cursor_order_is_the_order_sent_not_the_timestamps(http: httpx.Client) -> None:
+# A batch of at most MAX_ROWS_GIVEN entries goes in as parameters, a larger one by COPY.
+BATCH_SIZES = pytest.mark.parametrize("count", [MAX_ROWS_GIVEN, MAX_ROWS_GIVEN + 4])
+
+
+@BATCH_SIZES
+def test_cursor_order_is_the_order_sent_not_the_timestamps(http: httpx.Client, count: int) -> None:
     # newest timestamp first, features interleaved, aliases mixed in
     entries = [
         log_entry(
             ("tagger", "summary")[n % 2], f"n={n}", timestamp=stamp(seconds=n), level="WARNING"
         )
-        for n in range(20)
+        for n in range(count)
     ]
     post_logs(http, entries, ndjson=True)
-    assert [e["message"] for e in all_logs(http)] == [f"n={n}" for n in range(20)]
+    assert [e["message"] for e in all_logs(http)] == [f"n={n}" for n in range(count)]
+
+
+@BATCH_SIZES
+def test_an_entry_reads_back_the_same_whatever_the_size_of_its_batch(
+    http: httpx.Client, count: int
+) -> None:
+    awkward = "tab\there, a\\backslash, \\N, quote \" ' {braces} é 漢字 😀\r\nnext line"
+    full = log_entry(
+        "tagger",
+        awkward,
+        timestamp=stamp(seconds=3.25),
+        level="error",
+        request_id=awkward,
+        model="m\tx",
+        latency_ms=0.1 + 0.2,
+        tokens_in=2**31 - 1,
+        tokens_out=0,
+        cost=1e-12,
+        status="timeout",
+        attributes={"text": awkward, "n": [1, 2.5, None, True], "nested": {"": {}}},
+    )
+    bare = {"timestamp": stamp(), "feature": "summary", "level": "debug", "message": ""}
+    fillers = [log_entry("summary", f"filler {n}") for n in range(count - 2)]
+    result = post_logs(http, [full, bare, *fillers])
+    assert (result["stored"], result["rejected"]) == (count, [])
+    first, second = all_logs(http)[:2]
+    assert first == {
+        **full,
+        "latency_ms": 0.1 + 0.2,  # every bit of a double kept
+        "committed_at": first["committed_at"],
+        "cursor": first["cursor"],
+    }
+    assert second == {
+        **bare,
+        "id": second["id"],
+        "source": "",
+        **dict.fromkeys(("request_id", "model", "latency_ms", "tokens_in")),
+        **dict.fromkeys(("tokens_out", "cost", "status", "attributes")),
+        "committed_at": second["committed_at"],
+        "cursor": second["cursor"],
+    }

@@ -101,6 +101,26 @@ def test_fallbacks_answer_when_the_primary_fails(api: httpx.Client) -> None:
     assert only["error"]["kind"] == "provider_error"
 
 
+def test_a_result_and_its_attempts_log_entries_commit_together(
+    api: httpx.Client, shared_service: Any
+) -> None:
+    # Never a stored result without its log entries, nor entries without their result.
+    chain = models("broken", ("backup",), broken={**SIM, "error_rate": 1}, backup=SIM)
+    feature_with(api, "together", models=chain)
+    data = result(api, "together", content="hi")
+    with psycopg.connect(shared_service.database_url, autocommit=True) as conn:
+        transactions = conn.execute(
+            "SELECT DISTINCT xmin::text FROM model_tests WHERE id = %(id)s"
+            " UNION SELECT DISTINCT xmin::text FROM logs WHERE request_id = %(request_id)s",
+            {"id": data["id"], "request_id": data["request_id"]},
+        ).fetchall()
+        entries = conn.execute(
+            "SELECT count(*) FROM logs WHERE request_id = %s", (data["request_id"],)
+        ).fetchone()
+    assert entries == (2,)
+    assert len(transactions) == 1
+
+
 def test_prompts_render_variables_and_older_versions(api: httpx.Client) -> None:
     feature_with(
         api,

@@ -15,6 +15,7 @@ import pytest
 from minerva_ai.service.providers.call import CallResult, Providers, call_chain, chain
 from minerva_ai.service.providers.policy import AddressPolicy, KeyPolicy, PolicyError
 from minerva_ai.service.providers.templates import MissingVariables, render
+from minerva_ai.service.providers.transport import POOLS
 from minerva_ai.service.providers.types import CallInput, Image
 from tests.providers_support import PNG, FakeProvider
 
@@ -100,6 +101,29 @@ def test_openai_chat_completion(fake: FakeProvider) -> None:
         "temperature": 0.2,
         "max_tokens": 50,
     }
+
+
+def test_the_services_client_keeps_connections_alive_in_a_few_pools(fake: FakeProvider) -> None:
+    models = [("gpt", openai(fake))]
+
+    async def go() -> list[CallResult]:
+        providers = Providers.create(KeyPolicy(), LOOPBACK)
+        providers.environ = {"OPENAI_API_KEY": KEY}
+        try:
+            one_by_one = [await call_chain(providers, models, hello()) for _ in range(3 * POOLS)]
+            at_once = await asyncio.gather(
+                *(call_chain(providers, models, hello()) for _ in range(40))
+            )
+        finally:
+            await providers.close()
+        return [*one_by_one, *at_once]
+
+    before = len(fake.requests)
+    results = asyncio.run(go())
+    assert [r.final.status for r in results] == ["success"] * (3 * POOLS + 40)
+    # One call after another: each pool's connection is kept and used again.
+    sequential = fake.requests[before : before + 3 * POOLS]
+    assert len({r.peer for r in sequential}) == POOLS
 
 
 def test_anthropic_messages(fake: FakeProvider) -> None:

@@ -170,6 +170,25 @@ def test_last_used_at_is_recorded_on_use(org: Org, api: httpx.Client) -> None:
     assert datetime.now(UTC) - _time(fresh) < timedelta(minutes=1)
 
 
+def test_last_used_at_is_written_at_most_once_a_minute(org: Org, api: httpx.Client) -> None:
+    secret = org.make_token(["read"])
+    with org.client(secret) as http:
+        token_id = http.get("/auth/whoami").json()["data"]["token"]["id"]
+    # A use 30 s ago is recent enough: using the token again does not write it.
+    with psycopg.connect(org.service.database_url, autocommit=True) as conn:
+        recent = conn.execute(
+            "UPDATE api_tokens SET last_used_at = now() - interval '30 seconds' WHERE id = %s "
+            "RETURNING last_used_at",
+            (token_id,),
+        ).fetchone()
+    assert recent is not None
+    with org.client(secret) as http:
+        for _ in range(3):
+            assert http.get("/features").status_code == 200
+    listed = next(t for t in api.get("/tokens").json()["data"] if t["id"] == token_id)
+    assert _time(listed["last_used_at"]) == recent[0]
+
+
 def test_an_unused_token_has_no_last_use(org: Org, api: httpx.Client) -> None:
     created = api.post("/tokens", json={"scopes": ["read"]}).json()["data"]
     listed = next(t for t in api.get("/tokens").json()["data"] if t["id"] == created["id"])

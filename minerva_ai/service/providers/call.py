@@ -15,6 +15,7 @@ import httpx
 
 from minerva_ai.service.providers import anthropic_messages, openai_chat, pricing, simulator
 from minerva_ai.service.providers.policy import AddressPolicy, KeyPolicy
+from minerva_ai.service.providers.transport import PooledTransport
 from minerva_ai.service.providers.types import Answer, Attempt, CallInput, ProviderError
 from minerva_ai.service.providers.wire import http_error
 
@@ -37,7 +38,9 @@ class Providers:
         # Keep-alive for as many providers' connections as calls in flight: httpx's default
         # keeps 20, and a new TLS connection per call costs more than the call's overhead.
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-        http = httpx.AsyncClient(follow_redirects=False, trust_env=False, limits=limits)
+        http = httpx.AsyncClient(
+            follow_redirects=False, trust_env=False, transport=PooledTransport(limits)
+        )
         return cls(http, keys, addresses)
 
     async def close(self) -> None:

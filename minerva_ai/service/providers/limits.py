@@ -281,5 +281,7 @@ class Limiter:
             tokens - reservation.tokens if reservation.tokens else 0,
             math.ceil((cost or 0) * NANO) - reservation.cost_nano if reservation.cost_nano else 0,
         ]
+        if not any(deltas):
+            return  # the estimate was right, or nothing was reserved (requests only)
         with contextlib.suppress(RedisError, OSError):
             await self._settle(keys=list(reservation.keys), args=deltas)

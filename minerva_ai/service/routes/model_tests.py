@@ -3,7 +3,6 @@ feature's past tests, show one."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Any
 
@@ -137,23 +136,18 @@ async def tests_run(
     async def committed(seq: int) -> None:
         await state.bus.publish(topic, {"seq": seq})
 
-    async def save() -> None:
-        async with state.pool.connection() as conn:
-            await model_tests.save(conn, org_id, view)
-
-    async def log_attempts() -> None:
-        async with state.pool.connection() as conn:
-            await ingest(
-                conn,
-                state.partitions,
-                org_id,
-                model_tests.attempt_logs(view, created_at),
-                state.config.log_retention,
-                committed,
-            )
-
-    # Two connections, two commits at once: one commit's wait less per call.
-    await asyncio.gather(save(), log_attempts())
+    # The result and its attempts' log entries: one transaction, one round trip.
+    async with state.pool.connection() as conn:
+        await ingest(
+            conn,
+            state.partitions,
+            org_id,
+            model_tests.attempt_logs(view, created_at),
+            state.config.log_retention,
+            committed,
+            features={view["feature_id"]: plan.feature["id"]},
+            also=[model_tests.save_statement(org_id, view)],
+        )
     if cache_key is not None and view["status"] == "success":  # errors are never cached
         await test_cache.put(state.limiter.redis, cache_key, answer, state.config.test_cache_ttl_s)
     return ok(view)

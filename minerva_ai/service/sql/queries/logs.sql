@@ -50,6 +50,8 @@ SELECT pg_advisory_xact_lock(%(lock)s, hashtext(%(organization_id)s::text))
 -- name: insert_logs_from_staging
 -- The new entries (a re-sent id is skipped), and in the same statement the calls among
 -- them (entries with a status) added to their minute's rollup: counted once, never missed.
+-- A template composed in Python (hence the doubled braces): the entries come, in order,
+-- from log_rows_staged or log_rows_given.
 WITH inserted AS (
     INSERT INTO logs (organization_id, feature_id, seq, client_id, "timestamp", committed_at,
                       level, message, source, request_id, model, latency_ms, tokens_in,
@@ -57,7 +59,7 @@ WITH inserted AS (
     SELECT s.organization_id, s.feature_id, nextval('log_seq'), s.client_id, s."timestamp",
            clock_timestamp(), s.level, s.message, s.source, s.request_id, s.model,
            s.latency_ms, s.tokens_in, s.tokens_out, s.cost, s.status, s.attributes
-    FROM (SELECT * FROM log_staging ORDER BY ord) s
+    FROM {rows} s
     ON CONFLICT DO NOTHING
     RETURNING seq, organization_id, feature_id, "timestamp", source, model, latency_ms,
               tokens_in, tokens_out, cost, status
@@ -83,7 +85,7 @@ WITH inserted AS (
            count(*) FILTER (WHERE c.status = 'error'),
            count(*) FILTER (WHERE c.status = 'timeout'),
            count(c.latency_ms), coalesce(sum(c.latency_ms::numeric), 0),
-           coalesce(h.latency_hist, '{}'), coalesce(sum(c.tokens_in), 0),
+           coalesce(h.latency_hist, '{{}}'), coalesce(sum(c.tokens_in), 0),
            coalesce(sum(c.tokens_out), 0), coalesce(sum(c.cost::numeric), 0)
     FROM calls c
     LEFT JOIN histograms h USING (feature_id, minute, model, test)
@@ -101,6 +103,22 @@ WITH inserted AS (
         cost = m.cost + excluded.cost
 )
 SELECT seq FROM inserted
+
+-- name: log_rows_staged
+-- A large batch: the rows COPY put in the session's staging table.
+(SELECT * FROM log_staging ORDER BY ord)
+
+-- name: log_rows_given
+-- A small batch: the rows as parameters, one array per column of log_staging, no COPY.
+(SELECT * FROM unnest(%(ord)s::integer[], %(organization_id)s::uuid[], %(feature_id)s::uuid[],
+                      %(client_id)s::text[], %(timestamp)s::timestamptz[], %(level)s::text[],
+                      %(message)s::text[], %(source)s::text[], %(request_id)s::text[],
+                      %(model)s::text[], %(latency_ms)s::float8[], %(tokens_in)s::integer[],
+                      %(tokens_out)s::integer[], %(cost)s::float8[], %(status)s::text[],
+                      %(attributes)s::jsonb[])
+     AS u(ord, organization_id, feature_id, client_id, "timestamp", level, message, source,
+          request_id, model, latency_ms, tokens_in, tokens_out, cost, status, attributes)
+ ORDER BY ord)
 
 -- name: ensure_log_partition
 SELECT minerva_log_partition(%(day)s::date)

@@ -4,8 +4,11 @@ VALUES (%(organization_id)s, %(name)s, %(token_hash)s, %(scopes)s)
 RETURNING id, name, scopes, created_at, last_used_at, revoked_at;
 
 -- name: authenticate_token
+-- touch_due: the use is recorded (touch_token) only when the last one is a minute old, so
+-- most requests make this one round trip.
 SELECT t.id, t.name, t.scopes, t.last_used_at, t.created_at,
-       t.organization_id, o.name AS organization_name
+       t.organization_id, o.name AS organization_name,
+       (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute') AS touch_due
 FROM api_tokens t JOIN organizations o ON o.id = t.organization_id
 WHERE t.token_hash = %(token_hash)s AND t.revoked_at IS NULL;
 
