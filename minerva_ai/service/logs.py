@@ -37,6 +37,8 @@ MAX_ROWS_PER_TRANSACTION = 1000
 # trip with its transaction, instead of through the staging table (create, TRUNCATE, COPY:
 # four round trips more, and a new file for the TRUNCATE). Most single calls are one entry.
 MAX_ROWS_GIVEN = 16
+# Columns given as float8[] to a small batch's INSERT (entries may send 120 or 80.5).
+FLOAT_COLUMNS = ("latency_ms", "cost")
 STAGING_COLUMNS = (
     "ord",
     "organization_id",
@@ -214,6 +216,8 @@ async def ingest(
         if len(rows) <= MAX_ROWS_GIVEN:
             values = zip(*chunk, strict=True)
             columns = {name: list(v) for name, v in zip(STAGING_COLUMNS, values, strict=True)}
+            for name in FLOAT_COLUMNS:  # psycopg dumps a list of one type: 120 and 80.5 mixed
+                columns[name] = [None if v is None else float(v) for v in columns[name]]
             given = (insert_logs("log_rows_given"), columns)
             inserted = await _commit(conn, org_id, given, statements)
         else:

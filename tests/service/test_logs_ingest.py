@@ -434,3 +434,17 @@ def test_an_entry_reads_back_the_same_whatever_the_size_of_its_batch(
         "committed_at": second["committed_at"],
         "cursor": second["cursor"],
     }
+
+
+@BATCH_SIZES
+def test_whole_and_fractional_numbers_mix_in_one_batch(http: httpx.Client, count: int) -> None:
+    # JSON has one number type: a client sends 120 for one entry and 80.5 for the next
+    entries = [
+        log_entry("tagger", f"n={n}", latency_ms=(120, 80.5)[n % 2], cost=(0, 0.25)[n % 2])
+        for n in range(count)
+    ]
+    result = post_logs(http, entries)
+    assert (result["stored"], result["rejected"]) == (count, [])
+    stored = all_logs(http)
+    assert [e["latency_ms"] for e in stored] == [(120, 80.5)[n % 2] for n in range(count)]
+    assert [e["cost"] for e in stored] == [(0, 0.25)[n % 2] for n in range(count)]
