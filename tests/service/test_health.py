@@ -29,6 +29,17 @@ def _closed_port() -> int:
     return port
 
 
+def _refuse_connections(live: LiveService, servers: Servers) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(live.database_url)["dbname"]
+    with psycopg.connect(servers.database_url, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+
+
 def test_health_reports_version_and_both_dependencies(shared_service: LiveService) -> None:
     response = httpx.get(shared_service.url + "/api/health")
     assert response.status_code == 200
@@ -73,14 +84,7 @@ def test_redis_down_is_degraded_and_the_api_goes_on(database_url: str) -> None:
 
 
 def test_postgres_unreachable_is_503(live_service: LiveService, servers: Servers) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(live_service.database_url)["dbname"]
-    with psycopg.connect(servers.database_url, autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
+    _refuse_connections(live_service, servers)
     response = httpx.get(live_service.url + "/api/health", timeout=15)
     assert response.status_code == 503
     assert response.json() == {
@@ -92,17 +96,6 @@ def test_postgres_unreachable_is_503(live_service: LiveService, servers: Servers
 
 
 # ---------------------------------------------------------------- liveness and readiness
-
-
-def _refuse_connections(live: LiveService, servers: Servers) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(live.database_url)["dbname"]
-    with psycopg.connect(servers.database_url, autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
 
 
 def test_live_and_ready_name_the_instance_that_answered(shared_service: LiveService) -> None:
