@@ -8,7 +8,8 @@ import socket
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-INSTANCE_HEADER = "X-Minerva-Instance"
+from minerva_ai.core.protocol import INSTANCE_HEADER
+
 _HEADER = INSTANCE_HEADER.lower().encode()
 _STARTS = ("http.response.start", "websocket.accept", "websocket.http.response.start")
 

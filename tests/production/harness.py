@@ -232,7 +232,9 @@ class Postgres:
             raise HarnessError(f"PostgreSQL exited: {self.log.read_text()[-2000:]}")
         try:
             with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=2) as conn:
-                if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'minerva'").fetchone():
+                if not conn.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = 'minerva'"
+                ).fetchone():
                     conn.execute("CREATE DATABASE minerva")
         except psycopg.OperationalError:
             return False
@@ -269,7 +271,7 @@ class Redis:
         binary = _binary("redis-server", "/usr/bin/redis-server")
         assert binary is not None
         settings = (
-            f"port {self.port}\nbind 127.0.0.1\ndir {self.root}\nsave \"\"\n"
+            f'port {self.port}\nbind 127.0.0.1\ndir {self.root}\nsave ""\n'
             f"appendonly no\ndaemonize no\nrequirepass {self.password}\n"
         )
         # The configuration goes through stdin: a password in argv is visible to `ps`.
@@ -597,7 +599,9 @@ class Stack:
 
 
 @contextlib.contextmanager
-def production_stack(instances: int = 2, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+def production_stack(
+    instances: int = 2, extra_env: dict[str, str] | None = None
+) -> Iterator[Stack]:
     """PostgreSQL, Redis, ``instances`` service instances and nginx, all stopped at the end."""
     missing = missing_packages()
     if missing:
