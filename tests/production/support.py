@@ -58,37 +58,47 @@ class Tail:
     def messages(self) -> list[str]:
         return [entry["message"] for entry in self.entries()]
 
-    def wait_for(self, count: int, timeout: float = WAIT) -> list[dict[str, Any]]:
+    def wait_for(self, ids: set[str], timeout: float = WAIT) -> list[dict[str, Any]]:
+        """Every entry printed, once each of ``ids`` has been."""
+
         def enough() -> list[dict[str, Any]] | None:
             if not self.cli.running():
                 raise AssertionError(f"logs tail exited: {self.cli.err()}")
             entries = self.entries()
-            return entries if len(entries) >= count else None
+            return entries if ids <= {entry["id"] for entry in entries} else None
 
-        return wait_until(enough, timeout, f"{count} entries on `logs tail` ({self.cli.err()})")
+        return wait_until(enough, timeout, f"{len(ids)} entries on `logs tail` ({self.cli.err()})")
 
     def stop(self) -> None:
         self.cli.interrupt()
 
 
+MARKER = "marker: the tail follows"
+
+
 def started_tails(stack: Stack, feature: str, *transports: str) -> list[Tail]:
-    """Tails on ``transports`` (ws, sse, poll, auto), each proven to follow: a first entry
+    """Tails on ``transports`` (ws, sse, poll, auto), each proven to follow: a marker entry
     ingested after they started reached every one of them."""
     tails = [Tail(stack, feature, "--transport", transport) for transport in transports]
-    marker = log_entry(feature, "marker")
 
-    def all_see_it() -> bool:
-        ingest(stack.instances[0].url, stack.token, [marker])  # the same id: stored once
-        return all(t.entries() for t in tails)
+    def all_follow() -> bool:
+        ingest(stack.instances[0].url, stack.token, [log_entry(feature, MARKER)])
+        return all(tail.entries() for tail in tails)
 
-    wait_until(all_see_it, WAIT, "every tail to follow")
+    try:
+        wait_until(all_follow, WAIT, "every tail to follow")
+    except BaseException:
+        for tail in tails:
+            tail.cli.kill()
+        raise
     return tails
 
 
 def assert_exactly_once_in_cursor_order(seen: list[dict[str, Any]], expected_ids: set[str]) -> None:
+    """Every expected entry, no entry twice, cursors ascending (markers aside)."""
     ids = [entry["id"] for entry in seen]
     assert len(ids) == len(set(ids)), "an entry was printed twice"
-    assert set(ids) == expected_ids
+    assert {e["id"] for e in seen if e["message"] != MARKER} == expected_ids
     cursors = [int(entry["cursor"]) for entry in seen]
     assert cursors == sorted(cursors), "entries out of cursor order"
 
