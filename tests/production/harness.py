@@ -488,7 +488,7 @@ class Nginx:
             return False
 
     def stop(self) -> None:
-        _stop(self.process, signal.SIGQUIT)  # graceful
+        _stop(self.process, signal.SIGTERM)  # fast: open WebSockets are cut
 
 
 def _nginx() -> str:
@@ -589,13 +589,15 @@ class Stack:
             self.postgres.start()
         if not self.redis.running:
             self.redis.start()
-        if not self.nginx.running:
-            self.nginx.start()
-        for instance in self.instances:
-            if not instance.running:
-                instance.start()
+        restarted = [instance for instance in self.instances if not instance.running]
+        for instance in restarted:
+            instance.start()
         for instance in self.instances:
             instance.wait_ready()
+        if restarted and self.nginx.running:
+            self.nginx.stop()  # it would keep an instance it saw fail out for fail_timeout
+        if not self.nginx.running:
+            self.nginx.start()
 
 
 @contextlib.contextmanager
