@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter
+from psycopg import AsyncConnection
 
 from minerva_ai import __version__
 from minerva_ai.core.protocol import HEALTH_PATH
@@ -54,11 +55,26 @@ async def _not_ready_because(state: AppState) -> str | None:
             async with state.pool.connection() as conn:
                 rows = await (await conn.execute(queries()["applied_migrations"])).fetchall()
     except TimeoutError:
-        return f"PostgreSQL did not answer within {CHECK_TIMEOUT_S:g} s"
+        return await _why_no_connection(state)
     except Exception as exc:
-        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-        return f"PostgreSQL is unreachable: {reason}"
+        return f"PostgreSQL is unreachable: {_first_line(exc)}"
     return schema_problem({row["version"] for row in rows})
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0]
+
+
+async def _why_no_connection(state: AppState) -> str:
+    """The pool gave no connection in time: PostgreSQL down, or every connection busy."""
+    try:
+        conn = await AsyncConnection.connect(
+            state.config.database_url, connect_timeout=CHECK_TIMEOUT_S
+        )
+    except Exception as exc:
+        return f"PostgreSQL is unreachable: {_first_line(exc)}"
+    await conn.close()
+    return f"no PostgreSQL connection of the pool was free within {CHECK_TIMEOUT_S:g} s"
 
 
 @router.get(
