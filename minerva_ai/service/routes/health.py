@@ -69,7 +69,7 @@ async def _why_no_connection(state: AppState) -> str:
     """The pool gave no connection in time: PostgreSQL down, or every connection busy."""
     try:
         conn = await AsyncConnection.connect(
-            state.config.database_url, connect_timeout=CHECK_TIMEOUT_S
+            state.config.database_url, connect_timeout=int(CHECK_TIMEOUT_S)
         )
     except Exception as exc:
         return f"PostgreSQL is unreachable: {_first_line(exc)}"
