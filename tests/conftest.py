@@ -345,6 +345,7 @@ def start_server(tmp_path: Path, home: Path) -> Iterator[Callable[..., ServerPro
         yield start
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say loudly when the production suite (tests/production/) was skipped."""
     skipped = [

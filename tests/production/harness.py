@@ -39,7 +39,8 @@ from minerva_ai.service.embedded import die_with_parent
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "examples" / "deploy" / "nginx.conf"
 INSTALL_SCRIPT = REPO / "examples" / "deploy" / "install-servers.sh"
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# Debian's; another layout's with MINERVA_PG_BIN.
+PG_BIN = Path(os.environ.get("MINERVA_PG_BIN") or "/usr/lib/postgresql/15/bin")
 MINERVA_AI = str(Path(sys.executable).parent / "minerva-ai")
 PER_SITE = "# per site"
 WAIT = 60.0
