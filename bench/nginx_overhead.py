@@ -41,7 +41,7 @@ from benchlib import (
 )
 
 sys.path.insert(0, str(REPO))
-from tests.production.harness import (  # noqa: E402 (after the path is set)
+from tests.production.harness import (
     Stack,
     missing_packages,
     production_stack,
