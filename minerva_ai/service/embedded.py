@@ -457,7 +457,7 @@ def start_redis(home: Path, timeout: float = 30.0) -> EmbeddedServer:
             "Redis", process, f"redis://:{password}@127.0.0.1:{port}/0", home / "redis.log"
         )
         try:
-            _wait_ready(server, partial(_redis_ping, port, password), timeout, log_start)
+            _wait_ready(server, partial(redis_ping, port, password), timeout, log_start)
         except _PortTaken:
             continue
         return server
@@ -469,7 +469,7 @@ def _redis_quote(value: str) -> str:
     return f'"{escaped}"'
 
 
-def _redis_ping(port: int, password: str) -> bool:
+def redis_ping(port: int, password: str) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
             sock.sendall(f"AUTH {password}\r\nPING\r\n".encode())

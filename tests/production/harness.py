@@ -28,11 +28,13 @@ import httpx
 
 from minerva_ai.core.protocol import API_PREFIX
 from minerva_ai.service.config import new_secret_key
+from tests.conftest import wait_until
 from tests.production.servers import (
     INSTALL_SCRIPT,
     PER_SITE,
     REPO,
     TEMPLATE,
+    WAIT,
     HarnessError,
     Nginx,
     Postgres,
@@ -43,7 +45,6 @@ from tests.production.servers import (
     missing_packages,
     start_child,
     stop_child,
-    wait_for,
 )
 
 __all__ = [
@@ -120,7 +121,7 @@ class Instance:
             return False
 
     def wait_ready(self) -> None:
-        wait_for(self.ready, f"instance {self.name} to be ready (log: {self.log})")
+        wait_until(self.ready, WAIT, f"instance {self.name} to be ready (log: {self.log})")
 
     def kill(self) -> None:
         """kill -9: no drain, nothing closed."""

@@ -13,12 +13,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from minerva_ai.service.embedded import die_with_parent
+from minerva_ai.service.embedded import die_with_parent, redis_ping
+from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "examples" / "deploy" / "nginx.conf"
@@ -58,18 +57,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    """Poll ``condition`` until truthy; HarnessError naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise HarnessError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def alive(process: subprocess.Popen[bytes] | None) -> bool:
@@ -195,7 +182,7 @@ class Postgres:
             signal.SIGINT,
             **self._as_owner(),
         )
-        wait_for(self._accepting, f"PostgreSQL on port {self.port} (log: {self.log})")
+        wait_until(self._accepting, WAIT, f"PostgreSQL on port {self.port} (log: {self.log})")
 
     def _accepting(self) -> bool:
         import psycopg
@@ -251,23 +238,12 @@ class Redis:
         assert self.process.stdin is not None
         self.process.stdin.write(settings.encode())
         self.process.stdin.close()
-        wait_for(self._ping, f"Redis on port {self.port} (log: {self.log})")
+        wait_until(self._ping, WAIT, f"Redis on port {self.port} (log: {self.log})")
 
     def _ping(self) -> bool:
         if not self.running:
             raise HarnessError(f"Redis exited: {self.log.read_text()[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                sock.sendall(f"AUTH {self.password}\r\nPING\r\n".encode())
-                reply = b""
-                while b"PONG" not in reply:
-                    chunk = sock.recv(256)
-                    if not chunk:
-                        return False
-                    reply += chunk
-                return True
-        except OSError:
-            return False
+        return redis_ping(self.port, self.password)
 
     def kill(self) -> None:
         stop_child(self.process, signal.SIGKILL)
@@ -374,7 +350,7 @@ class Nginx:
         self.process = start_child(
             [_nginx(), "-p", str(self.root), "-c", str(self.conf)], self.root / "stderr.log"
         )
-        wait_for(self._answers, f"nginx on port {self.port} ({self.root / 'error.log'})")
+        wait_until(self._answers, WAIT, f"nginx on port {self.port} ({self.root / 'error.log'})")
 
     def _answers(self) -> bool:
         if not self.running:
