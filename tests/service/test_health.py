@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 
 import httpx
 import psycopg
@@ -17,7 +18,7 @@ from minerva_ai.service import admin
 from minerva_ai.service.app import create_app
 from minerva_ai.service.config import ServiceConfig
 from minerva_ai.service.db import expected_version
-from tests.conftest import LiveService, Servers, ThreadedServer, service_config
+from tests.conftest import LiveService, Servers, ThreadedServer, service_config, wait_until
 from tests.service.conftest import client, create_feature
 
 
@@ -195,3 +196,37 @@ def test_redis_down_is_still_ready(database_url: str) -> None:
     with ThreadedServer(create_app(config)) as url:
         ready = httpx.get(url + "/api/health/ready", timeout=15)
         assert ready.status_code == 200, ready.text
+
+
+def test_a_pool_with_no_free_connection_is_not_ready_and_says_so(database_url: str) -> None:
+    config = service_config(database_url, f"redis://127.0.0.1:{_closed_port()}/0", pool_max_size=2)
+    issued = admin.create_organization(database_url, "acme")
+    headers = {"Authorization": f"Bearer {issued.token}"}
+    with ThreadedServer(create_app(config)) as url, psycopg.connect(database_url) as holder:
+        holder.execute("LOCK TABLE features IN ACCESS EXCLUSIVE MODE")
+        listings = [
+            threading.Thread(
+                target=httpx.get,
+                args=(url + API_PREFIX + "/features",),
+                kwargs={"headers": headers},
+            )
+            for _ in range(2)
+        ]
+        for listing in listings:
+            listing.start()
+
+        def both_wait_for_the_lock() -> bool:
+            with psycopg.connect(database_url) as probe:
+                row = probe.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                ).fetchone()
+            return row is not None and row[0] == 2
+
+        wait_until(both_wait_for_the_lock, what="two listings waiting for the lock")
+        ready = httpx.get(url + "/api/health/ready", timeout=15)
+        holder.rollback()
+        for listing in listings:
+            listing.join(30)
+    assert ready.status_code == 503
+    assert ready.json()["reason"] == "no PostgreSQL connection of the pool was free within 2 s"
