@@ -43,3 +43,14 @@ def test_a_required_suite_fails_without_its_servers() -> None:
     run = _run_suite(MINERVA_REQUIRE_PRODUCTION="1")
     assert run.returncode == 1, run.stdout
     assert "MINERVA_REQUIRE_PRODUCTION=1 requires it" in run.stdout
+
+
+def test_the_install_script_checks_without_installing() -> None:
+    script = REPO / "examples" / "deploy" / "install-servers.sh"
+    checked = subprocess.run(
+        [str(script), "--check"], capture_output=True, text=True, timeout=30, check=False
+    )
+    # Here the packages are present (the suite above runs); elsewhere it names what is not.
+    assert checked.returncode in (0, 1)
+    assert checked.stdout.startswith("install-servers: ")
+    assert ("are present" in checked.stdout) == (checked.returncode == 0)
