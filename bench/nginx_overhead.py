@@ -42,6 +42,7 @@ from benchlib import (
 
 sys.path.insert(0, str(REPO))
 from tests.production.harness import (
+    SERVICE_DEFAULTS,
     Stack,
     missing_packages,
     production_stack,
@@ -138,18 +139,9 @@ def main() -> int:
         ["nginx", "-v"], capture_output=True, text=True, check=False
     ).stderr.strip()
     print(f"nginx: {nginx_version}; {args.duration} s per run, {args.rounds} rounds")
-    # The suite's short intervals are for faults; here the service runs with its defaults.
-    defaults = {
-        "MINERVA_WS_HEARTBEAT": "15",
-        "MINERVA_ALERT_INTERVAL": "15",
-        "MINERVA_WEBHOOK_INTERVAL": "1",
-        "MINERVA_METRICS_INTERVAL": "5",
-        "MINERVA_POOL_SIZE": "20",
-        "MINERVA_JOB_LEASE": "15",
-    }
     runs: dict[str, list[WrkResult]] = {}
     with (
-        production_stack(instances=2, extra_env=defaults) as stack,
+        production_stack(instances=2, extra_env=SERVICE_DEFAULTS) as stack,
         tempfile.TemporaryDirectory() as scratch,
     ):
         _seed(stack, 50)

@@ -38,6 +38,7 @@ from benchlib import REPO, add_run_options, bench_parser, command_line, finish, 
 sys.path.insert(0, str(REPO))
 from tests.production.harness import (
     MINERVA_AI,
+    SERVICE_DEFAULTS,
     Stack,
     missing_packages,
     production_stack,
@@ -45,14 +46,6 @@ from tests.production.harness import (
 
 RSS_BOUND_MIB_PER_H = 20.0  # a leak of 20 MiB an hour is 0.5 GiB a day: worth a look
 FDS_BOUND_PER_H = 5.0  # open files and sockets per hour
-DEFAULTS = {  # the service's own defaults, not the fault suite's short intervals
-    "MINERVA_WS_HEARTBEAT": "15",
-    "MINERVA_ALERT_INTERVAL": "15",
-    "MINERVA_WEBHOOK_INTERVAL": "1",
-    "MINERVA_METRICS_INTERVAL": "5",
-    "MINERVA_POOL_SIZE": "20",
-    "MINERVA_JOB_LEASE": "15",
-}
 
 
 def seconds(text: str) -> float:
@@ -284,7 +277,7 @@ def main() -> int:
     busy = quiet_machine(args.wait_quiet)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     samples: list[dict[str, Any]] = []
-    with production_stack(instances=2, extra_env=DEFAULTS) as stack:
+    with production_stack(instances=2, extra_env=SERVICE_DEFAULTS) as stack:
         features = []
         with stack.http() as http:
             for i in range(5):

@@ -51,6 +51,7 @@ __all__ = [
     "INSTALL_SCRIPT",
     "PER_SITE",
     "REPO",
+    "SERVICE_DEFAULTS",
     "TEMPLATE",
     "HarnessError",
     "Instance",
@@ -71,6 +72,15 @@ SERVICE_ENV = {
     "MINERVA_METRICS_INTERVAL": "1",
     "MINERVA_TOKEN_RECHECK": "2",
     "MINERVA_POOL_SIZE": "10",
+}
+# The service's own defaults instead (benchmarks: bench/nginx_overhead.py, bench/soak.py).
+SERVICE_DEFAULTS = {
+    "MINERVA_WS_HEARTBEAT": "15",
+    "MINERVA_ALERT_INTERVAL": "15",
+    "MINERVA_WEBHOOK_INTERVAL": "1",
+    "MINERVA_METRICS_INTERVAL": "5",
+    "MINERVA_POOL_SIZE": "20",
+    "MINERVA_JOB_LEASE": "15",
 }
 
 

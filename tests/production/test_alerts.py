@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
@@ -15,7 +13,7 @@ from minerva_ai.service.locks import JobName
 from tests.conftest import wait_until
 from tests.production.harness import Stack
 from tests.production.support import new_feature
-from tests.service.conftest import log_entry
+from tests.service.conftest import log_entry, serving
 
 RULE = {"name": "errors", "metric": "error_rate", "operator": ">", "threshold": 5, "window": "1h"}
 
@@ -25,23 +23,21 @@ def receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """A webhook receiver on loopback: its URL and the events it got."""
     events: list[dict[str, Any]] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            events.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        found = scope["path"] == "/hook"
+        if found:
+            events.append(json.loads(body))
+        await send({"type": "http.response.start", "status": 204 if found else 404})
+        await send({"type": "http.response.body", "body": b""})
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook", events
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(app) as url:
+        yield f"{url}/hook", events
 
 
 def _evaluations(stack: Stack) -> Any:
