@@ -294,7 +294,7 @@ def start_postgres(home: Path, timeout: float = 60.0) -> EmbeddedServer:
         )
     password = _secret_file(password_file)
     if not initialised:
-        _initdb(bin_dir, pgdata, password, owner)
+        initdb(bin_dir, pgdata, password, owner)
     if owner is not None:
         _make_traversable(pgdata)
         _make_traversable(bin_dir / "postgres")
@@ -355,7 +355,7 @@ def _remove_foreign_pid_file(pid_file: Path) -> None:
         pid_file.unlink(missing_ok=True)
 
 
-def _initdb(bin_dir: Path, pgdata: Path, password: str, owner: tuple[int, int] | None) -> None:
+def initdb(bin_dir: Path, pgdata: Path, password: str, owner: tuple[int, int] | None) -> None:
     if pgdata.exists():
         shutil.rmtree(pgdata)
     pgdata.mkdir(mode=0o700)

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from minerva_ai.service.embedded import die_with_parent, redis_ping
+from minerva_ai.service.embedded import die_with_parent, initdb, redis_ping
 from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,30 +121,9 @@ class Postgres:
         self.owner = _postgres_user()
         self.process: subprocess.Popen[bytes] | None = None
         root.mkdir(mode=0o755)
-        pwfile = root / "pw"
-        pwfile.write_text(self.password + "\n")
         if self.owner:
-            for path in (root, pwfile):
-                os.chown(path, *self.owner)
-        done = subprocess.run(
-            [
-                str(PG_BIN / "initdb"),
-                "-D",
-                str(self.data),
-                "-U",
-                "postgres",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--auth-host=scram-sha-256",
-                "--auth-local=peer",
-                f"--pwfile={pwfile}",
-            ],
-            capture_output=True,
-            **self._as_owner(),
-        )
-        pwfile.unlink()
-        if done.returncode != 0:
-            raise HarnessError(f"initdb failed: {done.stderr.decode(errors='replace')}")
+            os.chown(root, *self.owner)
+        initdb(PG_BIN, self.data, self.password, self.owner)  # the embedded server's way
 
     def _as_owner(self) -> dict[str, Any]:
         if not self.owner:
