@@ -42,6 +42,9 @@ def test_postgres_stopped_and_started_under_load(stack: Stack) -> None:
         assert ready.json()["reason"].startswith("PostgreSQL is unreachable: "), ready.json()
         assert "Connection refused" in ready.json()["reason"], ready.json()
         assert _get(stack, "/api/health").json()["postgres"] == "down"
+        refused = _get(stack, API_PREFIX + "/features")
+        assert refused.status_code == 503
+        assert refused.json()["error"]["message"] == "the database is unavailable"
         mark = len(load.statuses)
         wait_until(lambda: 503 in load.statuses_since(mark), what="a 503 to the load")
         # A CLI ingest started while PostgreSQL is down retries its batch until it is back.
