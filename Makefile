@@ -7,7 +7,7 @@ DEMO_DIR := $(CURDIR)/.demo
 DEMO_PORT ?= 8765
 DEMO_ENV := MINERVA_HOME=$(DEMO_DIR)/home MINERVA_CONFIG_DIR=$(DEMO_DIR)/config MINERVA_PROFILE=local
 
-.PHONY: help install install-server lint typecheck format test test-fast readiness demo demo-stop openapi cli-docs docs bench bench-tools clean
+.PHONY: help install install-server lint typecheck format test test-fast readiness test-production production-servers demo demo-stop openapi cli-docs docs bench bench-tools clean
 
 help:
 	@echo "make demo       start the service on embedded databases with the demo organization, tour the CLI"
@@ -15,6 +15,7 @@ help:
 	@echo "make test       install, lint, type-check and run the tests with coverage"
 	@echo "make docs       regenerate docs/api/openapi.yaml and docs/cli-reference.md"
 	@echo "make readiness  the release gate of readiness.yaml (after make test: coverage, docs, wheel)"
+	@echo "make production-servers  install PostgreSQL 15, Redis, nginx, openssl (Debian, as root) for tests/production"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +47,10 @@ format: install
 	$(BIN)/ruff check --fix .
 
 # Two workers (pytest-xdist), each with embedded PostgreSQL and Redis of its own: half the
-# wall time of one on a 2-core machine.
+# wall time of one on a 2-core machine. The production suite (tests/production/: Debian's
+# PostgreSQL 15, Redis and nginx) runs when those packages are installed (`make
+# production-servers`, as root) and is skipped, loudly, when not; MINERVA_REQUIRE_PRODUCTION=1
+# (.ci/run) makes that skip a failure.
 test: lint typecheck
 	$(BIN)/pytest -p no:cacheprovider -n 2 --cov --cov-report=term --cov-report=xml:.coverage.xml
 	$(MAKE) --no-print-directory readiness
@@ -60,7 +64,13 @@ readiness: install
 	PYTHON=$(BIN)/python $(BIN)/minerva-ai readiness-check
 
 test-fast: install
-	$(BIN)/pytest -x -q -m "not slow"
+	$(BIN)/pytest -x -q -m "not slow and not production"
+
+test-production: install
+	MINERVA_REQUIRE_PRODUCTION=1 $(BIN)/pytest -p no:cacheprovider -q tests/production
+
+production-servers:
+	examples/deploy/install-servers.sh
 
 openapi: install
 	$(BIN)/python -m minerva_ai.service.openapi > docs/api/openapi.yaml.tmp

@@ -479,7 +479,9 @@ def run_wrk(
     threads: int = 1,
     connections: int = 50,
     duration_s: int = 15,
+    script: Path | None = None,
 ) -> WrkResult:
+    """wrk against ``url`` (``script``: a Lua script, e.g. a POST body)."""
     command = [
         *taskset(cpu),
         "wrk",
@@ -489,6 +491,7 @@ def run_wrk(
         "--latency",
         "-H",
         f"Authorization: Bearer {token}",
+        *(["-s", str(script)] if script else []),
         url,
     ]
     done = subprocess.run(

@@ -126,6 +126,11 @@ def server_start(
     when none is); without REDIS_URL an embedded Redis. Given both URLs it owns nothing:
     that is how a second instance joins the first (see `minerva-ai server info`). An
     external database must be migrated first, with `minerva-ai server migrate`.
+
+    Probes: GET /api/health/live (the process answers) and /api/health/ready (PostgreSQL
+    reachable, schema current, not draining). On SIGTERM readiness answers 503 for
+    MINERVA_DRAIN_DELAY seconds (default 0) while the instance still serves; then
+    WebSockets close with 1012 and open requests finish, within 10 s.
     """
     from minerva_ai.service.metrics_server import parse_bind
     from minerva_ai.service.supervisor import HttpOptions, ServeOptions, check_http_options, serve

@@ -343,3 +343,17 @@ def home(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 def start_server(tmp_path: Path, home: Path) -> Iterator[Callable[..., ServerProcess]]:
     with server_processes(tmp_path) as start:
         yield start
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say loudly when the production suite (tests/production/) was skipped."""
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if "production suite skipped" in str(getattr(report, "longrepr", ""))
+    ]
+    if skipped:
+        reason = str(skipped[0].longrepr[-1]) if isinstance(skipped[0].longrepr, tuple) else ""
+        terminalreporter.write_sep("!", f"{len(skipped)} PRODUCTION TESTS SKIPPED", red=True)
+        terminalreporter.write_line(reason.removeprefix("Skipped: "), red=True, bold=True)

@@ -44,11 +44,12 @@ from minerva_ai.client.resources import (
 )
 from minerva_ai.client.test_runs import AsyncTestRuns, TestRuns
 from minerva_ai.core.errors import ServiceError, UnreachableError, service_error
-from minerva_ai.core.protocol import API_PREFIX, HEALTH_PATH, WEBSOCKET_PATH
+from minerva_ai.core.protocol import API_PREFIX, HEALTH_PATH, INSTANCE_HEADER, WEBSOCKET_PATH
 from minerva_ai.core.urls import normalize_url
 
 MAX_PAGE = 1000
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+_GATEWAY_ERRORS = frozenset({502, 503, 504})
 
 JSON = dict[str, Any]
 Log = Callable[[str], None]
@@ -105,6 +106,16 @@ def error_from_response(response: httpx.Response) -> ServiceError:
     else:
         code, message, details = f"http_{status}", f"HTTP {status} {response.reason_phrase}", None
     return service_error(status, code, message, details, str(response.request.url))
+
+
+def _from_a_proxy(response: httpx.Response) -> bool:
+    """A 502, 503 or 504 that no instance sent: without ``X-Minerva-Instance`` and not JSON
+    (nginx's "502 Bad Gateway" page when every instance is down or unreachable)."""
+    return (
+        response.status_code in _GATEWAY_ERRORS
+        and INSTANCE_HEADER not in response.headers
+        and not response.headers.get("content-type", "").startswith("application/json")
+    )
 
 
 def _etag(version: int) -> str:
@@ -179,11 +190,22 @@ class _BaseClient:
         started: float,
         retryable: bool,
     ) -> float | None:
-        """The delay before retrying a 503 to an idempotent request, else ``None``."""
+        """The delay before retrying a 503 to an idempotent request, else ``None``.
+
+        A proxy's 502, 503 or 504 means that no instance answered: it is retried like a
+        connection error, and is ``UnreachableError`` in the end.
+        """
+        request = response.request
         if self._log is not None:
             took = (time.monotonic() - started) * 1000
-            request = response.request
             self._log(f"{request.method} {request.url} -> {response.status_code} in {took:.0f} ms")
+        if _from_a_proxy(response):
+            reason = f"HTTP {response.status_code} from a proxy: no instance answered"
+            delay = backoff.next_delay() if retryable else None
+            if delay is None:
+                raise UnreachableError(self.url, reason)
+            self._debug(f"{request.method} {request.url}: {reason}; retrying in {delay:.1f}s")
+            return delay
         if response.status_code != 503 or 503 in accept or not retryable:
             return None
         try:
@@ -302,7 +324,11 @@ class Client(_BaseClient):
             except httpx.TransportError as exc:
                 time.sleep(self._retry_after_error(request, exc, backoff, retryable))
                 continue
-            delay = self._retry_after_response(response, backoff, accept, started, retryable)
+            try:
+                delay = self._retry_after_response(response, backoff, accept, started, retryable)
+            except UnreachableError:
+                response.close()
+                raise
             if delay is None:
                 return response
             response.close()
@@ -443,7 +469,11 @@ class AsyncClient(_BaseClient):
             except httpx.TransportError as exc:
                 await asyncio.sleep(self._retry_after_error(request, exc, backoff, retryable))
                 continue
-            delay = self._retry_after_response(response, backoff, accept, started, retryable)
+            try:
+                delay = self._retry_after_response(response, backoff, accept, started, retryable)
+            except UnreachableError:
+                await response.aclose()
+                raise
             if delay is None:
                 return response
             await response.aclose()

@@ -12,6 +12,10 @@ API_PREFIX = "/api/platform/ai-management"
 HEALTH_PATH = "/api/health"
 WEBSOCKET_PATH = f"{API_PREFIX}/websocket"
 
+# Every answer of the service names the process that sent it; an answer without it came
+# from something in front (a proxy's 502 when no instance answered).
+INSTANCE_HEADER = "X-Minerva-Instance"
+
 # WebSocket close codes: the service restarts (reconnect); not authenticated; policy
 # (a message over the size limit).
 CLOSE_RESTARTING = 1012

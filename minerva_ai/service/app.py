@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +25,7 @@ from minerva_ai.service.bus import Bus
 from minerva_ai.service.config import ServiceConfig
 from minerva_ai.service.db import Row
 from minerva_ai.service.deps import AppState, nul_free
+from minerva_ai.service.instance import InstanceHeader
 from minerva_ai.service.jobs import Job, Jobs, Lease
 from minerva_ai.service.live_tokens import LiveTokens
 from minerva_ai.service.locks import JobName
@@ -153,8 +156,10 @@ def background_jobs(state: AppState) -> list[Job]:
 
 
 class Server(uvicorn.Server):
-    """uvicorn that tells the app it is stopping before it waits for open responses,
-    so SSE streams and follows end at once instead of holding the shutdown up."""
+    """uvicorn that, told to stop, first turns readiness to 503 for MINERVA_DRAIN_DELAY
+    while still serving (a load balancer polling /api/health/ready stops sending work), then
+    tells the app it is stopping before it waits for open responses, so SSE streams and
+    follows end at once instead of holding the shutdown up."""
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         app: Any = self.config.loaded_app
@@ -162,6 +167,10 @@ class Server(uvicorn.Server):
             app = getattr(app, "app", None)
         state = getattr(app.state, "minerva", None) if app is not None else None
         if isinstance(state, AppState):
+            state.draining.set()
+            deadline = time.monotonic() + state.config.drain_delay_s
+            while time.monotonic() < deadline and not self.force_exit:  # a second Ctrl-C
+                await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
             state.stopping.set()
         await super().shutdown(sockets)
 
@@ -224,6 +233,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             async with telemetry.sampling(pool, lambda: bus.connected):
                 yield
         finally:
+            state.draining.set()
             state.stopping.set()
             await jobs.close()
             await state.metrics.close()
@@ -263,5 +273,6 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(webhook_routes.router, prefix=API_PREFIX)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
-    app.add_middleware(telemetry.Instrumented)  # outermost: 413s are counted too
+    app.add_middleware(telemetry.Instrumented)  # outside BodyLimit: 413s are counted too
+    app.add_middleware(InstanceHeader, instance=config.instance)  # outermost: on every answer
     return app

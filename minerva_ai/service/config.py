@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from minerva_ai.core.errors import ConfigError
+from minerva_ai.service.instance import default_instance_id
 from minerva_ai.service.providers.policy import AddressPolicy, KeyPolicy, PolicyError
 
 
@@ -38,6 +39,19 @@ def _switch(name: str, default: bool) -> bool:
     if raw in ("0", "false", "off", "no"):
         return False
     raise ConfigError(f"{name}={os.environ[name]!r} must be on or off")
+
+
+def _instance(raw: str) -> str:
+    """MINERVA_INSTANCE: the name in X-Minerva-Instance; unset, ``hostname:pid``."""
+    raw = raw.strip()
+    if not raw:
+        return default_instance_id()
+    if len(raw) > 100 or not all(33 <= ord(c) < 127 for c in raw):
+        raise ConfigError(
+            f"MINERVA_INSTANCE={raw!r} must be at most 100 printable ASCII characters "
+            "without spaces (it is sent as the X-Minerva-Instance header)"
+        )
+    return raw
 
 
 def _days(name: str, default: int) -> timedelta:
@@ -166,6 +180,11 @@ class ServiceConfig:
     provider_allow: AddressPolicy = field(default_factory=AddressPolicy)
     # How long an answer stays in the shared test cache (MINERVA_TEST_CACHE_TTL, seconds).
     test_cache_ttl_s: int = 86400
+    # Sent as X-Minerva-Instance on every response (MINERVA_INSTANCE; hostname:pid else).
+    instance: str = field(default_factory=default_instance_id)
+    # On SIGTERM, /api/health/ready answers 503 this long before the drain starts, so a
+    # load balancer polling it stops sending new work first (MINERVA_DRAIN_DELAY).
+    drain_delay_s: float = 0.0
     # The rate limiter's clock (seconds since the epoch): tests drive it.
     clock: Callable[[], float] = time.time
 
@@ -208,6 +227,8 @@ class ServiceConfig:
             test_cache_ttl_s=int(_number("MINERVA_TEST_CACHE_TTL", 86400, 1)),
             provider_keys=KeyPolicy.from_env(),
             provider_allow=_address_policy(),
+            instance=_instance(os.environ.get("MINERVA_INSTANCE", "")),
+            drain_delay_s=_number("MINERVA_DRAIN_DELAY", 0.0, 0),
         )
 
 

@@ -130,6 +130,25 @@ def migration_status(database_url: str) -> MigrationStatus:
     )
 
 
+def schema_problem(applied: set[str]) -> str | None:
+    """What is wrong with a database whose applied migrations are ``applied``, or None
+    when they are exactly the ones this version knows (`server start`, /api/health/ready)."""
+    known = [version for version, _ in migrations()]
+    missing = [v for v in known if v not in applied]
+    unknown = sorted(applied - set(known))
+    if unknown:
+        return (
+            f"the database has migrations this version does not know ({', '.join(unknown)}): "
+            "run a newer minerva-ai"
+        )
+    if missing:
+        return (
+            f"the database schema is behind (missing {', '.join(missing)}): "
+            "run `minerva-ai server migrate` with the same DATABASE_URL first"
+        )
+    return None
+
+
 def check_schema(database_url: str) -> None:
     """Raise SchemaError unless every migration this version knows has been applied."""
     with psycopg.connect(database_url) as conn:
@@ -137,19 +156,9 @@ def check_schema(database_url: str) -> None:
             done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
         except psycopg.errors.UndefinedTable:
             done = set()
-    known = [version for version, _ in migrations()]
-    missing = [v for v in known if v not in done]
-    unknown = sorted(done - set(known))
-    if unknown:
-        raise SchemaError(
-            f"the database has migrations this version does not know ({', '.join(unknown)}): "
-            "run a newer minerva-ai"
-        )
-    if missing:
-        raise SchemaError(
-            f"the database schema is behind (missing {', '.join(missing)}): "
-            "run `minerva-ai server migrate` with the same DATABASE_URL first"
-        )
+    problem = schema_problem(done)
+    if problem:
+        raise SchemaError(problem)
 
 
 def connect(database_url: str) -> psycopg.Connection[Row]:

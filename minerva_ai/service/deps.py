@@ -38,6 +38,8 @@ class AppState:
     providers: Providers
     limiter: Limiter
     partitions: Partitions = field(default_factory=Partitions)
+    # Set on SIGTERM, MINERVA_DRAIN_DELAY before `stopping`: /api/health/ready answers 503.
+    draining: asyncio.Event = field(default_factory=asyncio.Event)
     # Set when the server starts shutting down: streams end instead of holding it up.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -294,7 +294,7 @@ def start_postgres(home: Path, timeout: float = 60.0) -> EmbeddedServer:
         )
     password = _secret_file(password_file)
     if not initialised:
-        _initdb(bin_dir, pgdata, password, owner)
+        initdb(bin_dir, pgdata, password, owner)
     if owner is not None:
         _make_traversable(pgdata)
         _make_traversable(bin_dir / "postgres")
@@ -355,7 +355,7 @@ def _remove_foreign_pid_file(pid_file: Path) -> None:
         pid_file.unlink(missing_ok=True)
 
 
-def _initdb(bin_dir: Path, pgdata: Path, password: str, owner: tuple[int, int] | None) -> None:
+def initdb(bin_dir: Path, pgdata: Path, password: str, owner: tuple[int, int] | None) -> None:
     if pgdata.exists():
         shutil.rmtree(pgdata)
     pgdata.mkdir(mode=0o700)
@@ -457,7 +457,7 @@ def start_redis(home: Path, timeout: float = 30.0) -> EmbeddedServer:
             "Redis", process, f"redis://:{password}@127.0.0.1:{port}/0", home / "redis.log"
         )
         try:
-            _wait_ready(server, partial(_redis_ping, port, password), timeout, log_start)
+            _wait_ready(server, partial(redis_ping, port, password), timeout, log_start)
         except _PortTaken:
             continue
         return server
@@ -469,7 +469,7 @@ def _redis_quote(value: str) -> str:
     return f'"{escaped}"'
 
 
-def _redis_ping(port: int, password: str) -> bool:
+def redis_ping(port: int, password: str) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
             sock.sendall(f"AUTH {password}\r\nPING\r\n".encode())

@@ -395,6 +395,19 @@ class Health(Shape):
     redis: Literal["ok", "degraded"]
 
 
+class Liveness(Shape):
+    status: Literal["alive"]
+    version: str
+    instance: str = Field(description="this process's X-Minerva-Instance")
+
+
+class Readiness(Shape):
+    status: Literal["ready", "not_ready"]
+    version: str
+    instance: str = Field(description="this process's X-Minerva-Instance")
+    reason: str | None = Field(description="why not ready; null when ready")
+
+
 # Webhooks (docs/webhooks.md)
 
 WebhookFormat = Literal["json", "slack"]

@@ -329,9 +329,15 @@ def _uvicorn_config(http: HttpOptions) -> uvicorn.Config:
 
 
 def _graceful_timeout() -> float:
+    """How long a stop may take: MINERVA_DRAIN_DELAY, then uvicorn's drain."""
     from minerva_ai.service.serving import UVICORN_OPTIONS
 
-    return float(cast(float, UVICORN_OPTIONS.get("timeout_graceful_shutdown") or 10))
+    drain = float(cast(float, UVICORN_OPTIONS.get("timeout_graceful_shutdown") or 10))
+    try:
+        delay = max(0.0, float(os.environ.get("MINERVA_DRAIN_DELAY") or 0))
+    except ValueError:
+        delay = 0.0  # the service refuses it at start, naming it
+    return drain + delay
 
 
 def _supervised_server(config: uvicorn.Config) -> uvicorn.Server:

@@ -95,11 +95,11 @@ def test_error_envelopes_become_typed_exceptions(status: int, cls: type[ServiceE
 
 
 def test_an_error_without_an_envelope_still_says_the_status() -> None:
-    recorder = Recorder(httpx.Response(502, text="<html>bad gateway</html>"))
+    recorder = Recorder(httpx.Response(500, text="<html>internal error</html>"))
     with sync_client(recorder) as c, pytest.raises(ServiceError) as caught:
         c.whoami()
-    assert (caught.value.status, caught.value.code) == (502, "http_502")
-    assert "502" in caught.value.message
+    assert (caught.value.status, caught.value.code) == (500, "http_500")
+    assert "500" in caught.value.message
 
 
 def test_requests_carry_the_token_the_api_prefix_and_json() -> None:
@@ -195,6 +195,46 @@ def test_a_closed_port_is_unreachable() -> None:
         pytest.raises(UnreachableError, match=re.escape(expected)),
     ):
         c.health()
+
+
+def bad_gateway() -> httpx.Response:
+    """What nginx answers when no instance does: an HTML page, no X-Minerva-Instance."""
+    page = "<html><head><title>502 Bad Gateway</title></head></html>"
+    return httpx.Response(502, text=page, headers={"Content-Type": "text/html"})
+
+
+def test_a_proxys_502_to_an_ingest_is_retried_until_an_instance_answers() -> None:
+    stored = ok({"stored": 1, "duplicates": 0, "rejected": [], "cursor": "c1"})
+    recorder = Recorder(bad_gateway(), bad_gateway(), stored)
+    with sync_client(recorder) as c:
+        c.logs.ingest([{"id": "e1", "message": "m"}])
+    assert len(recorder.requests) == 3
+    assert {r.content for r in recorder.requests} == {recorder.requests[0].content}
+
+
+def test_a_proxys_502_is_unreachable_exit_4_when_no_instance_answers() -> None:
+    recorder = Recorder(bad_gateway())
+    with sync_client(recorder, retry_for=0.3) as c, pytest.raises(UnreachableError) as caught:
+        c.whoami()
+    assert len(recorder.requests) >= 2  # retried first: a GET is safe to resend
+    assert caught.value.exit_code == 4
+    assert "HTTP 502 from a proxy: no instance answered" in str(caught.value)
+
+
+def test_a_proxys_502_to_a_post_that_is_not_idempotent_is_not_resent() -> None:
+    recorder = Recorder(bad_gateway(), ok({"id": "1"}))
+    with sync_client(recorder) as c, pytest.raises(UnreachableError):
+        c.features.create("x")
+    assert len(recorder.requests) == 1
+
+
+def test_a_502_an_instance_sent_is_the_service_refusing() -> None:
+    answer = envelope_error(502, "provider_error", "the model provider failed")
+    answer.headers["X-Minerva-Instance"] = "web-1"
+    recorder = Recorder(answer)
+    with sync_client(recorder) as c, pytest.raises(ServiceError) as caught:
+        c.whoami()
+    assert caught.value.status == 502 and len(recorder.requests) == 1
 
 
 def test_health_returns_the_body_of_a_503_at_once() -> None:

@@ -433,3 +433,36 @@ def test_after_kill_9_the_next_start_stops_the_old_workers_and_takes_their_port(
     assert "left by a previous server" in second.output()
     assert second.stop() == 0
     assert embedded_processes(home) == []
+
+
+@pytest.mark.slow
+def test_on_sigterm_readiness_turns_503_first_then_the_drain(
+    home: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    server = start_server(env={**os.environ, "MINERVA_DRAIN_DELAY": "3"})
+    url = server.wait_serving()
+    token = local_profile().token or ""
+    headers = {"Authorization": f"Bearer {token}"}
+    ws_url = url.replace("http://", "ws://") + f"{API_PREFIX}/websocket"
+    with connect(ws_url, additional_headers=headers, open_timeout=15) as ws:
+        assert json.loads(ws.recv(timeout=15))["type"] == "authenticated"
+        assert httpx.get(url + "/api/health/ready", timeout=15).status_code == 200
+        server.process.send_signal(signal.SIGTERM)
+
+        def draining() -> httpx.Response | None:
+            ready = httpx.get(url + "/api/health/ready", timeout=15)
+            return ready if ready.status_code == 503 else None
+
+        ready = wait_until(draining, 30, "readiness to turn 503")
+        assert ready.json()["reason"] == "draining: the instance is shutting down"
+        # Still serving meanwhile: the socket is open and requests are answered.
+        assert features(url, token).status_code == 200
+        assert httpx.get(url + "/api/health/live", timeout=15).status_code == 200
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=30)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+    assert server.process.wait(30) == 0
