@@ -16,6 +16,7 @@ import jsonschema
 import yaml
 
 from minerva_ai.service.supervisor import HttpOptions, check_http_options
+from tests.deploy import nginx_compose
 from tests.deploy.service_contract import (
     APP_PORT,
     DEPLOY,
@@ -124,8 +125,10 @@ def test_two_instances_of_the_repository_image_behind_nginx_with_the_harness_pro
     }
     mounted = [volume.split(":") for volume in nginx["volumes"]]
     config = next(source for source, target, *_ in mounted if target.startswith("/etc/nginx/"))
-    assert (DEPLOY / config).resolve() == DEPLOY / "nginx.conf"
-    assert (DEPLOY / config).is_file()
+    assert (DEPLOY / config).resolve() == DEPLOY / "nginx.compose.conf"
+    # the shipped configuration the production suite runs, with compose's instances filled in
+    assert (DEPLOY / config).read_text() == nginx_compose.rendered()
+    assert f"server app1:{APP_PORT} max_fails" in (DEPLOY / config).read_text()
 
 
 def test_every_command_is_one_minerva_ai_accepts() -> None:
