@@ -230,3 +230,23 @@ def test_a_pool_with_no_free_connection_is_not_ready_and_says_so(database_url: s
             listing.join(30)
     assert ready.status_code == 503
     assert ready.json()["reason"] == "no PostgreSQL connection of the pool was free within 2 s"
+
+
+def test_connections_cut_under_the_pool_fail_no_probe(
+    live_service: LiveService, servers: Servers
+) -> None:
+    # What a PostgreSQL restart leaves behind: the pool's idle connections are dead. A probe
+    # answers with PostgreSQL as it is now (up), not with a dead connection's failure.
+    name = psycopg.conninfo.conninfo_to_dict(live_service.database_url)["dbname"]
+    for path in ("/api/health", "/api/health/ready"):
+        with httpx.Client(base_url=live_service.url, timeout=30) as http:
+            assert http.get(path).status_code == 200  # a pooled connection exists
+            with psycopg.connect(servers.database_url, autocommit=True) as conn:
+                cut = conn.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (name,),
+                ).fetchone()
+            assert cut is not None and cut[0] >= 1
+            answer = http.get(path)
+            assert answer.status_code == 200, answer.text

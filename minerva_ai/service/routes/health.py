@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import psycopg
 from fastapi import APIRouter
 from psycopg import AsyncConnection
+from psycopg.abc import Query
+from psycopg.rows import dict_row
 
 from minerva_ai import __version__
 from minerva_ai.core.protocol import HEALTH_PATH
@@ -19,6 +23,21 @@ router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_S = 2.0  # a check that waits longer (a full pool, a lock) counts as failed
 
 
+async def _query(state: AppState, query: Query) -> list[Any]:
+    """``query``'s rows within CHECK_TIMEOUT_S, on a pool connection. The pool's idle
+    connections may all be dead after a PostgreSQL restart (each fails once, then the pool
+    drops it): on such a failure, a connection of its own says what PostgreSQL is now."""
+    async with asyncio.timeout(CHECK_TIMEOUT_S):
+        try:
+            async with state.pool.connection() as conn:
+                return await (await conn.execute(query)).fetchall()
+        except psycopg.OperationalError:
+            async with await AsyncConnection.connect(
+                state.config.database_url, row_factory=dict_row
+            ) as fresh:
+                return await (await fresh.execute(query)).fetchall()
+
+
 @router.get(
     HEALTH_PATH,
     response_model=Health,
@@ -27,9 +46,7 @@ CHECK_TIMEOUT_S = 2.0  # a check that waits longer (a full pool, a lock) counts 
 async def health(state: StateDep) -> JSONResponse:
     """503 only when PostgreSQL is unreachable; Redis down is 200 with `redis: degraded`."""
     try:
-        async with asyncio.timeout(CHECK_TIMEOUT_S):
-            async with state.pool.connection() as conn:
-                await conn.execute("SELECT 1")
+        await _query(state, "SELECT 1")
         postgres = "ok"
     except Exception:
         postgres = "down"
@@ -51,9 +68,7 @@ async def _not_ready_because(state: AppState) -> str | None:
     if state.draining.is_set():
         return "draining: the instance is shutting down"
     try:
-        async with asyncio.timeout(CHECK_TIMEOUT_S):
-            async with state.pool.connection() as conn:
-                rows = await (await conn.execute(queries()["applied_migrations"])).fetchall()
+        rows = await _query(state, queries()["applied_migrations"])
     except TimeoutError:
         return await _why_no_connection(state)
     except Exception as exc:
