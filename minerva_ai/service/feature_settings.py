@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
+from minerva_ai.core.templates import NAME
 from minerva_ai.service.providers.policy import KeyPolicy
 from minerva_ai.service.providers.templates import template_problem, template_variables
 
@@ -19,7 +20,7 @@ __all__ = ["template_problem", "template_variables", "validate_sections"]
 
 SECTIONS = ("models", "prompts", "rate_limits", "monitoring")
 
-Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+Name = Annotated[str, StringConstraints(pattern=NAME.pattern)]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")]
 Duration = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*(s|m|h|d)$")]
 HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/?#]+[^\s]*$")]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -18,6 +17,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from minerva_ai.core.fingerprint import fingerprint
+from minerva_ai.core.templates import PROMPT_REF
 from minerva_ai.service import store
 from minerva_ai.service.bodies import parse_body
 from minerva_ai.service.db import Row, queries
@@ -39,7 +39,6 @@ IMAGE_TYPES = {
     "image/webp": (b"RIFF",),
 }
 CANDIDATE_SECTIONS = ("models", "prompts")
-PROMPT_REF = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})(?:@([1-9][0-9]{0,9}))?$")
 TEST_SOURCE = "test"
 ANSWER_KEYS = (
     "status",

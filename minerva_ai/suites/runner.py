@@ -12,9 +12,9 @@ from typing import Any
 from minerva_ai.client.http import AsyncClient
 from minerva_ai.core.errors import NotFoundError, ServiceError, UnreachableError
 from minerva_ai.core.fingerprint import fingerprint
-from minerva_ai.core.templates import template_variables
+from minerva_ai.core.templates import PROMPT_REF, template_variables
 from minerva_ai.suites.assertions import Answer, judge
-from minerva_ai.suites.suite import PROMPT_REF, Case, Suite, SuiteError
+from minerva_ai.suites.suite import Case, Suite, SuiteError
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from minerva_ai.core.templates import NAME, PROMPT_REF
 from minerva_ai.suites import assertions as checks
 from minerva_ai.suites.assertions import Assertion, AssertionProblem
 from minerva_ai.suites.yamlmarks import Node, YamlError
@@ -34,8 +35,6 @@ CASE_KEYS = (
     "repeat",
 )
 MATRIX_KEYS = ("model", "prompt")
-PROMPT_REF = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})(?:@([1-9][0-9]{0,9}))?$")
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 MAX_REPEAT = 100
 
 
@@ -307,7 +306,7 @@ def _matrix(reader: _Reader, node: Node) -> dict[str, list[str]]:
         if not isinstance(values.value, list) or not values.value:
             raise reader.error(values, f"matrix.{key} must be a non-empty list")
         names = [
-            reader.prompt(v) if key == "prompt" else reader.text(v, "matrix.model", MODEL_NAME)
+            reader.prompt(v) if key == "prompt" else reader.text(v, "matrix.model", NAME)
             for v in values.value
         ]
         if len(set(names)) != len(names):
@@ -342,7 +341,7 @@ def _cases(
         input_value = text_input.value
     prompt_node, model_node = pick("prompt"), pick("model")
     prompt = reader.prompt(prompt_node) if prompt_node is not None else None
-    model = reader.text(model_node, "model", MODEL_NAME) if model_node is not None else None
+    model = reader.text(model_node, "model", NAME) if model_node is not None else None
     variables = reader.variables(defaults["vars"], "defaults.vars") if "vars" in defaults else {}
     if "vars" in items:
         variables.update(reader.variables(items["vars"], "vars"))
