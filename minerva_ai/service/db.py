@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any, LiteralString, cast
-from weakref import WeakKeyDictionary
 
 import psycopg
 from psycopg import sql
@@ -168,25 +164,3 @@ def check_schema(database_url: str) -> None:
 def connect(database_url: str) -> psycopg.Connection[Row]:
     """A short-lived connection for admin commands, rows as dicts, times in UTC."""
     return psycopg.connect(database_url, row_factory=dict_row, options="-c timezone=UTC")
-
-
-# After a failed connection, the pool's idle connections are tested in the background, at
-# most once a second per pool: a PostgreSQL restart leaves every idle connection dead, and
-# each would otherwise fail one request before the pool drops it.
-RECHECK_INTERVAL_S = 1.0
-_rechecks: WeakKeyDictionary[Any, tuple[float, asyncio.Task[None]]] = WeakKeyDictionary()
-
-
-def recheck_pool(pool: Any) -> None:
-    """Test ``pool``'s idle connections soon, replacing the dead ones (psycopg_pool's
-    ``check``); called where a request met a failed connection."""
-    now = time.monotonic()
-    last = _rechecks.get(pool)
-    if last is not None and (not last[1].done() or now - last[0] < RECHECK_INTERVAL_S):
-        return
-    _rechecks[pool] = (now, asyncio.get_running_loop().create_task(_recheck(pool)))
-
-
-async def _recheck(pool: Any) -> None:
-    with contextlib.suppress(Exception):  # PostgreSQL still down: the next failure retries
-        await pool.check()

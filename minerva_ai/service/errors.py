@@ -11,7 +11,6 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from minerva_ai.service.db import recheck_pool
 from minerva_ai.service.responses import JSONResponse, error_body
 
 log = logging.getLogger("minerva_ai.service")
@@ -135,11 +134,8 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(psycopg.OperationalError)
-    async def database_down(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+    async def database_down(_: Request, exc: psycopg.OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", exc)
-        state = getattr(request.app.state, "minerva", None)
-        if state is not None:
-            recheck_pool(state.pool)  # drop the other dead connections, not one per request
         return _respond(ApiError(503, "the database is unavailable", headers={"Retry-After": "1"}))
 
     @app.exception_handler(Exception)

@@ -250,26 +250,3 @@ def test_connections_cut_under_the_pool_fail_no_probe(
             assert cut is not None and cut[0] >= 1
             answer = http.get(path)
             assert answer.status_code == 200, answer.text
-
-
-def test_after_a_restart_one_request_meets_a_dead_connection_not_one_per_connection(
-    live_service: LiveService, servers: Servers
-) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(live_service.database_url)["dbname"]
-    with client(live_service) as http:
-        create_feature(http, "support")
-        with psycopg.connect(servers.database_url, autocommit=True) as conn:
-            idle = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state = 'idle'"
-                " AND pid <> pg_backend_pid()",
-                (name,),
-            ).fetchone()
-            assert idle is not None and idle[0] >= 2  # the pool keeps at least two
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-        statuses = [http.get("/features").status_code for _ in range(10)]
-    assert statuses.count(503) <= 1, statuses  # the first failure drops the other dead ones
-    assert statuses[-1] == 200
